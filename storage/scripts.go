@@ -1,0 +1,135 @@
+package storage
+
+import "github.com/redis/go-redis/v9"
+
+// Every script of an export lives here. Each takes the export's three keys
+// (status, source, data) so that it touches one Cluster slot, and returns a
+// table whose first element is a result code:
+//
+//	ok / complete / again   the step happened
+//	missing                 no status record (never created, or expired)
+//	state <state>           the export is in a state that forbids the step
+//	fenced <token>          a newer claim owns the export
+//	index <chunks>          the caller's idea of progress is stale
+//	chunk_missing / corrupt the staged source is damaged
+//
+// Times are passed in from the client (milliseconds since the epoch) so
+// that scripts stay deterministic, TTLs in milliseconds.
+
+// createScript writes a fresh CREATED record, refusing to overwrite one:
+// a generator that repeats an id fails loudly instead of mixing exports.
+// ARGV: owner, queue, chunk_size, now, active_ttl.
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'state', 'CREATED', 'staging', '1', 'owner', ARGV[1],
+  'queue', ARGV[2], 'chunk_size', ARGV[3], 'bytes', '0', 'chunks', '0',
+  'fence', '0', 'attempts', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {'ok'}
+`)
+
+// sealScript ends staging: it checks that every staged chunk arrived and
+// records the source's size and checksum.
+// ARGV: total_bytes, total_chunks, sha256, now, active_ttl.
+var sealScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging')
+if st[1] ~= 'CREATED' or st[2] ~= '1' then return {'state', st[1] or ''} end
+local n = redis.call('LLEN', KEYS[2])
+if n ~= tonumber(ARGV[2]) then return {'corrupt', n} end
+redis.call('HSET', KEYS[1], 'total_bytes', ARGV[1], 'total_chunks', ARGV[2],
+  'sha256', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HDEL', KEYS[1], 'staging')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return {'ok'}
+`)
+
+// claimScript moves a queued or resumed export to PENDING and hands out a
+// fresh fence token; every later write of this attempt must carry it.
+// ARGV: now, active_ttl.
+var claimScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'bytes')
+if not st[1] then return {'missing'} end
+if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
+if st[2] == '1' then return {'state', 'staging'} end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return {'ok', fence, tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), redis.call('LLEN', KEYS[2])}
+`)
+
+// appendScript moves up to n chunks from the head of the source to the tail
+// of the data, after checking state, fence token and expected chunk index.
+// Moving (not copying) makes a retry resume exactly at the first chunk not
+// yet appended. When the last chunk lands it completes the export in the
+// same step: COMPLETE, source removed, retention TTL on what remains.
+// ARGV: fence, expected_index, n, now, active_ttl, retention_ttl.
+var appendScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes')
+if not st[1] then return {'missing'} end
+if st[1] ~= 'PENDING' then return {'state', st[1]} end
+if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
+if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
+local done, total = tonumber(st[3]), tonumber(st[4])
+local want = math.min(tonumber(ARGV[3]), total - done)
+local moved, bytes = 0, 0
+for i = 1, want do
+  local v = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
+  if not v then break end
+  moved = moved + 1
+  bytes = bytes + #v
+end
+done = done + moved
+local copied = redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
+redis.call('HSET', KEYS[1], 'chunks', done, 'updated_at', ARGV[4])
+if moved < want then
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+  return {'chunk_missing', done, copied}
+end
+if done == total then
+  if copied ~= tonumber(st[5]) or redis.call('LLEN', KEYS[2]) ~= 0 then
+    for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+    return {'corrupt', done, copied}
+  end
+  redis.call('HSET', KEYS[1], 'state', 'COMPLETE', 'finished_at', ARGV[4])
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  return {'complete', done, copied}
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return {'ok', done, copied}
+`)
+
+// failScript ends a queued or running export FAILED with a reason. Data and
+// source go first: under noeviction a full Redis refuses the HSET of a
+// script that has not yet freed anything.
+// ARGV: fence ('0' for any claim), reason, now, retention_ttl.
+var failScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence')
+if not st[1] then return {'missing'} end
+if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
+if ARGV[1] ~= '0' and st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
+redis.call('DEL', KEYS[3], KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'FAILED', 'error', ARGV[2], 'updated_at', ARGV[3], 'finished_at', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {'ok'}
+`)
+
+// cancelScript is the cancel guarantee: one atomic step that ends a queued
+// or running export, deletes what it copied and staged, and so fences out
+// every later append (appendScript requires PENDING).
+// ARGV: now, retention_ttl.
+var cancelScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {'missing'} end
+if st == 'CANCELLED' then return {'again'} end
+if st ~= 'CREATED' and st ~= 'PENDING' then return {'state', st} end
+redis.call('DEL', KEYS[3], KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {'ok', st}
+`)

@@ -1,0 +1,265 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Default TTLs of an export's keys.
+const (
+	DefaultActiveTTL    = 24 * time.Hour // queued or running
+	DefaultRetentionTTL = time.Hour      // after a terminal state
+)
+
+// Store reads and writes exports in Redis. The zero value is not usable;
+// build one with New. A Store is safe for concurrent use.
+type Store struct {
+	rdb          redis.UniversalClient
+	activeTTL    time.Duration
+	retentionTTL time.Duration
+	now          func() time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithActiveTTL sets the TTL of a queued or running export's keys,
+// refreshed at every claim and batch. Non-positive values are ignored.
+func WithActiveTTL(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.activeTTL = d
+		}
+	}
+}
+
+// WithRetentionTTL sets how long a terminal export's keys are kept.
+// Non-positive values are ignored.
+func WithRetentionTTL(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.retentionTTL = d
+		}
+	}
+}
+
+// WithClock sets the clock used for the record's timestamps.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// New returns a Store on rdb. The caller owns rdb and closes it.
+func New(rdb redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{rdb: rdb, activeTTL: DefaultActiveTTL, retentionTTL: DefaultRetentionTTL, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Client returns the Redis client the store uses.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// ActiveTTL returns the TTL of a queued or running export's keys.
+func (s *Store) ActiveTTL() time.Duration { return s.activeTTL }
+
+// RetentionTTL returns the TTL of a terminal export's keys.
+func (s *Store) RetentionTTL() time.Duration { return s.retentionTTL }
+
+func (s *Store) nowMS() int64 { return s.now().UnixMilli() }
+
+// run executes a script on the export's keys and decodes its result table.
+func (s *Store) run(ctx context.Context, sc *redis.Script, id string, args ...any) ([]any, error) {
+	res, err := sc.Run(ctx, s.rdb, KeysFor(id).list(), args...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("storage: empty script reply for export %s", id)
+	}
+	return res, nil
+}
+
+// refusal turns a script's refusal code into an error; nil for success codes.
+func refusal(res []any) error {
+	code, _ := res[0].(string)
+	switch code {
+	case "ok", "complete", "again":
+		return nil
+	case "missing":
+		return ErrNotFound
+	case "exists":
+		return ErrExists
+	case "state":
+		st, _ := res[1].(string)
+		return &StateError{State: State(st)}
+	case "fenced":
+		return ErrFenced
+	case "chunk_missing", "corrupt":
+		return ErrCorrupt
+	case "index":
+		return fmt.Errorf("storage: append index is stale (record has %v chunks)", res[1])
+	}
+	return fmt.Errorf("storage: unexpected script reply %v", res)
+}
+
+func toInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case string:
+		i, _ := strconv.ParseInt(n, 10, 64)
+		return i
+	}
+	return 0
+}
+
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// Get returns the export's status record, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Record, error) {
+	h, err := s.rdb.HGetAll(ctx, KeysFor(id).Status).Result()
+	if err != nil {
+		return Record{}, err
+	}
+	if len(h) == 0 {
+		return Record{}, ErrNotFound
+	}
+	return parseRecord(id, h), nil
+}
+
+// Create writes a new CREATED record for id, owned by owner and bound to
+// queue, with the active TTL. It returns ErrExists when id is taken.
+func (s *Store) Create(ctx context.Context, id, owner, queue string, chunkSize int) error {
+	res, err := s.run(ctx, createScript, id, owner, queue, chunkSize, s.nowMS(), ms(s.activeTTL))
+	if err != nil {
+		return err
+	}
+	return refusal(res)
+}
+
+// Stage appends chunks to the export's staged source. The chunks and the
+// TTL land in one MULTI, so the key never exists without a TTL.
+func (s *Store) Stage(ctx context.Context, id string, chunks [][]byte) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	k := KeysFor(id)
+	vals := make([]any, len(chunks))
+	for i, c := range chunks {
+		vals[i] = c
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, k.Source, vals...)
+		p.PExpire(ctx, k.Source, s.activeTTL)
+		return nil
+	})
+	return err
+}
+
+// Seal ends staging: it checks that totalChunks chunks were staged and
+// records the source's size and hex SHA-256.
+func (s *Store) Seal(ctx context.Context, id string, totalBytes, totalChunks int64, sha256 string) error {
+	res, err := s.run(ctx, sealScript, id, totalBytes, totalChunks, sha256, s.nowMS(), ms(s.activeTTL))
+	if err != nil {
+		return err
+	}
+	return refusal(res)
+}
+
+// Discard deletes every key of the export. It is for a start that failed
+// before the caller got the id.
+func (s *Store) Discard(ctx context.Context, id string) error {
+	return s.rdb.Del(ctx, KeysFor(id).list()...).Err()
+}
+
+// Claim is what a worker learns when it claims an export.
+type Claim struct {
+	Fence       int64 // token every later write must carry
+	Chunks      int64 // chunks already copied: where this attempt resumes
+	TotalChunks int64
+	Bytes       int64 // bytes already copied
+	SourceLeft  int64 // chunks still staged
+}
+
+// Claim moves a CREATED or PENDING export to PENDING with a new fence
+// token. A terminal export gives a *StateError, a missing one ErrNotFound,
+// one whose staged source does not match its progress ErrCorrupt.
+func (s *Store) Claim(ctx context.Context, id string) (Claim, error) {
+	res, err := s.run(ctx, claimScript, id, s.nowMS(), ms(s.activeTTL))
+	if err != nil {
+		return Claim{}, err
+	}
+	if err := refusal(res); err != nil {
+		return Claim{}, err
+	}
+	c := Claim{Fence: toInt(res[1]), Chunks: toInt(res[2]), TotalChunks: toInt(res[3]), Bytes: toInt(res[4]), SourceLeft: toInt(res[5])}
+	if c.Chunks+c.SourceLeft != c.TotalChunks {
+		return c, fmt.Errorf("%w: %d chunks copied and %d staged, want %d in all", ErrCorrupt, c.Chunks, c.SourceLeft, c.TotalChunks)
+	}
+	return c, nil
+}
+
+// Progress is an export's progress after a batch.
+type Progress struct {
+	Chunks   int64 // chunks copied so far
+	Bytes    int64 // bytes copied so far
+	Complete bool  // the batch copied the last chunk and completed the export
+}
+
+// Append moves up to n staged chunks into the data, fenced by the claim's
+// token and checked against the expected chunk index. It refuses with
+// ErrFenced, a *StateError (for example CANCELLED) or ErrCorrupt; on
+// refusal nothing was appended, except for ErrCorrupt, which records the
+// chunks moved before the gap.
+func (s *Store) Append(ctx context.Context, id string, fence, index int64, n int) (Progress, error) {
+	res, err := s.run(ctx, appendScript, id, fence, index, n, s.nowMS(), ms(s.activeTTL), ms(s.retentionTTL))
+	if err != nil {
+		return Progress{}, err
+	}
+	if err := refusal(res); err != nil {
+		if len(res) >= 3 {
+			return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2])}, fmt.Errorf("%w: chunk %d of the staged source is missing or sizes disagree", err, toInt(res[1]))
+		}
+		return Progress{}, err
+	}
+	return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Complete: res[0] == "complete"}, nil
+}
+
+// Fail ends a CREATED or PENDING export FAILED with reason, deleting its
+// data and source first. fence 0 fails it whoever holds it (the sweeper);
+// otherwise a newer claim makes it ErrFenced. A terminal export gives a
+// *StateError.
+func (s *Store) Fail(ctx context.Context, id string, fence int64, reason string) error {
+	res, err := s.run(ctx, failScript, id, fence, reason, s.nowMS(), ms(s.retentionTTL))
+	if err != nil {
+		return err
+	}
+	return refusal(res)
+}
+
+// Cancel ends a CREATED or PENDING export CANCELLED in one atomic step and
+// deletes its data and source; no append can succeed after it returns.
+// It returns the state the export had (Cancelled when cancelled already),
+// or a *StateError for COMPLETE and FAILED.
+func (s *Store) Cancel(ctx context.Context, id string) (State, error) {
+	res, err := s.run(ctx, cancelScript, id, s.nowMS(), ms(s.retentionTTL))
+	if err != nil {
+		return "", err
+	}
+	if err := refusal(res); err != nil {
+		return "", err
+	}
+	if res[0] == "again" {
+		return Cancelled, nil
+	}
+	prev, _ := res[1].(string)
+	return State(prev), nil
+}
+
+// ReadData returns up to n data chunks starting at chunk index start.
+func (s *Store) ReadData(ctx context.Context, id string, start, n int64) ([]string, error) {
+	return s.rdb.LRange(ctx, KeysFor(id).Data, start, start+n-1).Result()
+}
