@@ -62,7 +62,8 @@ return {'ok', fence, tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), redis.ca
 `)
 
 // appendScript moves up to n chunks from the head of the source to the tail
-// of the data, after checking state, fence token and expected chunk index.
+// of the data, after checking state, fence token, expected chunk index and
+// that source and data still hold what the counters say (LLEN is O(1)).
 // Moving (not copying) makes a retry resume exactly at the first chunk not
 // yet appended. When the last chunk lands it completes the export in the
 // same step: COMPLETE, source removed, retention TTL on what remains.
@@ -74,6 +75,10 @@ if st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
 if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
 local done, total = tonumber(st[3]), tonumber(st[4])
+if redis.call('LLEN', KEYS[2]) ~= total - done or redis.call('LLEN', KEYS[3]) ~= done then
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+  return {'corrupt', done, tonumber(redis.call('HGET', KEYS[1], 'bytes'))}
+end
 local want = math.min(tonumber(ARGV[3]), total - done)
 local moved, bytes = 0, 0
 for i = 1, want do
