@@ -27,6 +27,7 @@ type Handler struct {
 	log        *slog.Logger
 	maxRate    int64
 	batchBytes int64
+	hook       func(Event)
 
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -99,6 +100,7 @@ type run struct {
 	start           time.Time
 	retry, maxRetry int
 	fence           int64
+	bytes           int64 // copied in all, as of the last batch
 }
 
 func (r *run) process(ctx context.Context) error {
@@ -112,8 +114,10 @@ func (r *run) process(ctx context.Context) error {
 	if err != nil {
 		return r.refused(ctx, "claim", err)
 	}
+	r.bytes = c.Bytes
 	r.log.Info("export claimed", "event", "claimed", "fence", c.Fence, "resume_chunk", c.Chunks,
 		"total_chunks", c.TotalChunks, "attempt", r.retry+1)
+	r.emit(EventClaimed, c.Bytes, nil)
 
 	rec, err := r.h.store.Get(ctx, r.id)
 	if err != nil {
@@ -128,6 +132,7 @@ func (r *run) process(ctx context.Context) error {
 			return r.stopped(ctx)
 		case <-r.h.stopping:
 			r.log.Info("export handed back", "event", "handed_back", "chunks", index)
+			r.emit(EventHandedBack, r.bytes, nil)
 			return ErrShutdown
 		default:
 		}
@@ -135,11 +140,12 @@ func (r *run) process(ctx context.Context) error {
 		if err != nil {
 			return r.refused(ctx, "append", err)
 		}
-		index = pr.Chunks
+		index, r.bytes = pr.Chunks, pr.Bytes
 		if pr.Complete {
 			d := time.Since(r.start)
 			r.log.Info("export complete", "event", "complete", "bytes", pr.Bytes, "chunks", pr.Chunks,
 				"seconds", d.Seconds(), "mb_per_s", float64(pr.Bytes-startBytes)/1e6/max(d.Seconds(), 1e-9))
+			r.emit(EventComplete, pr.Bytes, nil)
 			return nil
 		}
 		if err := throttle.wait(ctx, r.h.stopping, pr.Bytes-startBytes); err != nil {
@@ -169,6 +175,7 @@ func (r *run) stopped(ctx context.Context) error {
 		return asynq.RevokeTask
 	}
 	r.log.Warn("export interrupted", "event", "interrupted", "reason", ctx.Err().Error())
+	r.emit(EventRetry, r.bytes, ctx.Err())
 	return ctx.Err()
 }
 
@@ -178,6 +185,7 @@ func (r *run) logCancel(rec storage.Record) {
 		l = l.With("cancel_to_stop_ms", float64(time.Since(rec.FinishedAt).Microseconds())/1000)
 	}
 	l.Info("export cancelled, handler stopped")
+	r.emit(EventCancelled, rec.Bytes, nil)
 }
 
 // refused decides what a refused or failed Redis step means for the task.
@@ -191,16 +199,19 @@ func (r *run) refused(ctx context.Context, step string, err error) error {
 			}
 		} else {
 			r.log.Info("export already ended, task revoked", "event", "revoked", "state", string(st), "step", step)
+			r.emit(EventRevoked, r.bytes, err)
 		}
 		return asynq.RevokeTask
 	}
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		r.log.Warn("export record gone (expired?), task revoked", "event", "revoked", "step", step)
+		r.emit(EventRevoked, r.bytes, err)
 		return asynq.RevokeTask
 	case errors.Is(err, storage.ErrFenced):
 		// A newer attempt owns the export: this worker lost its lease.
 		r.log.Warn("export claimed by a newer attempt, stopping", "event", "fenced", "fence", r.fence, "step", step)
+		r.emit(EventFenced, r.bytes, err)
 		return fmt.Errorf("%s: %w", step, err)
 	case ctx.Err() != nil:
 		return r.stopped(ctx)
@@ -210,6 +221,7 @@ func (r *run) refused(ctx context.Context, step string, err error) error {
 		return r.fail(ctx, fmt.Sprintf("%s: retries exhausted (%d): %v", step, r.maxRetry, err), err)
 	}
 	r.log.Warn("export attempt failed, will retry", "event", "retry", "step", step, "error", err.Error(), "attempt", r.retry+1)
+	r.emit(EventRetry, r.bytes, err)
 	return fmt.Errorf("%s: %w", step, err)
 }
 
@@ -220,5 +232,6 @@ func (r *run) fail(ctx context.Context, reason string, cause error) error {
 		return fmt.Errorf("%s (marking it failed: %v): %w", reason, err, cause)
 	}
 	r.log.Error("export failed", "event", "failed", "reason", reason)
+	r.emit(EventFailed, r.bytes, cause)
 	return fmt.Errorf("%s: %w", reason, asynq.SkipRetry)
 }

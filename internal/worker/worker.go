@@ -31,6 +31,7 @@ type Config struct {
 	SweepInterval     time.Duration // how often archived tasks are swept; default 10 s
 	ShutdownTimeout   time.Duration // how long asynq waits for handlers; default 10 s
 	Logger            *slog.Logger
+	EventHook         func(tasks.Event) // called for every handler event (metrics, tests)
 }
 
 // Worker runs exports until Shutdown.
@@ -69,7 +70,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Worker {
 		cfg.Logger = slog.Default()
 	}
 	store := storage.New(rdb, storage.WithActiveTTL(cfg.ActiveTTL), storage.WithRetentionTTL(cfg.RetentionTTL))
-	h := tasks.NewHandler(store, tasks.WithLogger(cfg.Logger), tasks.WithMaxRate(cfg.MaxRate), tasks.WithBatchBytes(cfg.BatchBytes))
+	h := tasks.NewHandler(store, tasks.WithLogger(cfg.Logger), tasks.WithMaxRate(cfg.MaxRate), tasks.WithBatchBytes(cfg.BatchBytes), tasks.WithEventHook(cfg.EventHook))
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   map[string]int{cfg.Queue: 1},
