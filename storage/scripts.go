@@ -49,7 +49,7 @@ return {'ok'}
 // fresh fence token; every later write of this attempt must carry it.
 // ARGV: now, active_ttl.
 var claimScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'bytes')
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'bytes', 'chunk_size')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] == '1' then return {'state', 'staging'} end
@@ -58,7 +58,7 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-return {'ok', fence, tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), redis.call('LLEN', KEYS[2])}
+return {'ok', fence, tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), redis.call('LLEN', KEYS[2]), tonumber(st[6])}
 `)
 
 // appendScript moves up to n chunks from the head of the source to the tail

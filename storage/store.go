@@ -182,6 +182,7 @@ type Claim struct {
 	TotalChunks int64
 	Bytes       int64 // bytes already copied
 	SourceLeft  int64 // chunks still staged
+	ChunkSize   int64
 }
 
 // Claim moves a CREATED or PENDING export to PENDING with a new fence
@@ -195,7 +196,7 @@ func (s *Store) Claim(ctx context.Context, id string) (Claim, error) {
 	if err := refusal(res); err != nil {
 		return Claim{}, err
 	}
-	c := Claim{Fence: toInt(res[1]), Chunks: toInt(res[2]), TotalChunks: toInt(res[3]), Bytes: toInt(res[4]), SourceLeft: toInt(res[5])}
+	c := Claim{Fence: toInt(res[1]), Chunks: toInt(res[2]), TotalChunks: toInt(res[3]), Bytes: toInt(res[4]), SourceLeft: toInt(res[5]), ChunkSize: toInt(res[6])}
 	if c.Chunks+c.SourceLeft != c.TotalChunks {
 		return c, fmt.Errorf("%w: %d chunks copied and %d staged, want %d in all", ErrCorrupt, c.Chunks, c.SourceLeft, c.TotalChunks)
 	}

@@ -119,11 +119,7 @@ func (r *run) process(ctx context.Context) error {
 		"total_chunks", c.TotalChunks, "attempt", r.retry+1)
 	r.emit(EventClaimed, c.Bytes, nil)
 
-	rec, err := r.h.store.Get(ctx, r.id)
-	if err != nil {
-		return r.refused(ctx, "read", err)
-	}
-	perBatch := r.h.batchChunks(rec.ChunkSize)
+	perBatch := r.h.batchChunks(c.ChunkSize)
 	index, startBytes := c.Chunks, c.Bytes
 	throttle := newThrottle(r.h.maxRate)
 	for {
