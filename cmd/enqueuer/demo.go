@@ -200,16 +200,13 @@ func (c *cli) demoLine(began time.Time, st exporter.Status) {
 		time.Since(began).Seconds(), st.State, st.BytesCopied, st.TotalBytes, pct, st.Chunks, st.TotalChunks)
 }
 
-// Sample returns size bytes of readable, numbered 64-byte text lines; the
-// same size always gives the same bytes.
+// Sample returns size bytes of readable, numbered text lines (64 bytes
+// each up to line 999999); the same size always gives the same bytes.
 func Sample(size int) []byte {
-	const text = "the quick brown fox jumps over the lazy dog, once more "
 	var b bytes.Buffer
 	b.Grow(size + 64)
 	for i := 1; b.Len() < size; i++ {
-		line := fmt.Sprintf("line %06d: %s", i, text)
-		b.WriteString(line[:63])
-		b.WriteByte('\n')
+		fmt.Fprintf(&b, "line %06d: the quick brown fox jumps over the lazy dog again.\n", i)
 	}
 	return b.Bytes()[:size]
 }

@@ -92,8 +92,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "enqueuer: unknown command %q\n\n%s", name, usage)
-		return 2
+		fmt.Fprint(stderr, usage)
+		return c.exit(cliutil.UsageError("unknown command %q", name))
 	}
 	return c.exit(cmd(rest))
 }
@@ -109,8 +109,6 @@ func (c *cli) exit(err error) int {
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
-	case errors.Is(err, errReportedUsage):
-		return 2
 	case errors.Is(err, errReported):
 		return 1
 	}
@@ -157,14 +155,20 @@ func (c *cli) newFlags(name, args, about string) *flag.FlagSet {
 }
 
 // parse parses args into fs, applies the environment and checks the
-// number of positional arguments.
+// number of positional arguments. A usage error prints the command's usage,
+// then (through exit) one line that says what is wrong.
 func (c *cli) parse(fs *flag.FlagSet, args []string, env map[string]string, nargs int) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		// flag printed the error and the usage already.
-		return fmt.Errorf("%w: %w", errReportedUsage, err)
+	fs.SetOutput(io.Discard) // flag would print its error before the usage
+	err := fs.Parse(args)
+	fs.SetOutput(c.stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(c.stdout)
+		fs.Usage()
+		return errHelp
+	}
+	if err != nil {
+		fs.Usage()
+		return cliutil.UsageError("%s: %v", fs.Name(), err)
 	}
 	if err := cliutil.ApplyEnv(fs, env); err != nil {
 		return err
@@ -178,6 +182,3 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, env map[string]string, narg
 	}
 	return nil
 }
-
-// errReportedUsage is a usage error that flag has printed already.
-var errReportedUsage = fmt.Errorf("%w (reported)", cliutil.ErrUsage)

@@ -63,11 +63,17 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 		fmt.Fprintf(fs.Output(), "usage: worker [flags]\n\nRuns exports from the asynq queue until SIGINT or SIGTERM.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2 // flag has printed the error and the usage
+	fs.SetOutput(io.Discard) // flag would print its error before the usage
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return 0
+	case err != nil:
+		fs.Usage()
+		fmt.Fprintf(stderr, "worker: %s\n", cliutil.OneLine(err.Error()))
+		return 2
 	}
 	if err := cliutil.ApplyEnv(fs, env); err != nil {
 		fmt.Fprintf(stderr, "worker: %s\n", cliutil.Message(err))
@@ -75,8 +81,8 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	}
 	switch {
 	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "worker: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
+		fmt.Fprintf(stderr, "worker: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	case *concurrency <= 0:
 		fmt.Fprintf(stderr, "worker: --concurrency must be positive, not %d\n", *concurrency)
