@@ -1,0 +1,34 @@
+# Export service. `make run` shows it working; `make test` proves it.
+GO ?= go
+
+.PHONY: run test build vet redis-server
+
+## run: the demo: an embedded Redis and worker export a 384 KiB sample in about 4 s
+run:
+	$(GO) run ./cmd/enqueuer demo
+
+## test: every test, under the race detector (installs redis-server if missing)
+test: redis-server
+	$(GO) test -race -count=1 -timeout 14m ./...
+
+## build: bin/enqueuer and bin/worker
+build:
+	$(GO) build -o bin/enqueuer ./cmd/enqueuer
+	$(GO) build -o bin/worker ./cmd/worker
+
+## vet: go vet
+vet:
+	$(GO) vet ./...
+
+# The tests start real redis-server processes of their own (never a running
+# service). Install it with apt-get when we may; otherwise say how.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "redis-server not found: installing it with apt-get"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server && command -v redis-server >/dev/null; \
+		else \
+			echo "redis-server not found: install it first, e.g. 'sudo apt-get install -y redis-server' (or 'brew install redis')" >&2; \
+			exit 1; \
+		fi; \
+	fi
