@@ -34,49 +34,39 @@ func (e *Exporter) StartExport(ctx context.Context, u User, r io.Reader) (Status
 	if !storage.ValidID(id) {
 		return Status{}, fmt.Errorf("exporter: id generator returned %.64q, not a canonical UUID: fix the generator", id)
 	}
-	if err := e.store.Create(ctx, id, u.ID, e.queue, e.chunkSize); err != nil {
+	rec := &storage.Record{ID: id, Owner: u.ID, Queue: e.queue, ChunkSize: int64(e.chunkSize)}
+	created, err := e.stage(ctx, rec, r)
+	if err == nil {
+		err = e.enqueue(ctx, id)
+	}
+	if err != nil {
+		if created {
+			// Clean up even when ctx is what failed.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if derr := e.store.Discard(cctx, id); derr != nil {
+				e.log.Error("could not discard failed export; its keys expire with the active TTL",
+					"export_id", id, "error", derr.Error())
+			}
+		}
 		if errors.Is(err, storage.ErrExists) {
 			return Status{}, fmt.Errorf("exporter: id generator returned %s, which is taken: fix the generator", id)
 		}
-		return Status{}, fmt.Errorf("exporter: creating export: %w", err)
-	}
-	st, err := e.stageAndEnqueue(ctx, id, r)
-	if err != nil {
-		// Clean up even when ctx is what failed.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if derr := e.store.Discard(cctx, id); derr != nil {
-			e.log.Error("could not discard failed export; its keys expire with the active TTL",
-				"export_id", id, "error", derr.Error())
-		}
 		return Status{}, err
 	}
-	e.log.Info("export started", "event", "started", "export_id", id, "user", u.ID, "bytes", st.TotalBytes, "chunks", st.TotalChunks)
-	return st, nil
+	e.log.Info("export started", "event", "started", "export_id", id, "user", u.ID, "bytes", rec.TotalBytes, "chunks", rec.TotalChunks)
+	return statusOf(*rec), nil
 }
 
-func (e *Exporter) stageAndEnqueue(ctx context.Context, id string, r io.Reader) (Status, error) {
-	h := sha256.New()
-	total, chunks, err := e.stage(ctx, id, r, h)
-	if err != nil {
-		return Status{}, err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if err := e.store.Seal(ctx, id, total, chunks, sum); err != nil {
-		return Status{}, fmt.Errorf("exporter: sealing staged source: %w", err)
-	}
+func (e *Exporter) enqueue(ctx context.Context, id string) error {
 	task, err := tasks.NewExportTask(id, asynq.Queue(e.queue), asynq.MaxRetry(e.maxRetry), asynq.Timeout(e.taskTimeout))
 	if err != nil {
-		return Status{}, err
+		return err
 	}
 	if _, err := e.client.EnqueueContext(ctx, task); err != nil {
-		return Status{}, fmt.Errorf("exporter: enqueueing export task: %w", err)
+		return fmt.Errorf("exporter: enqueueing export task: %w", err)
 	}
-	rec, err := e.store.Get(ctx, id)
-	if err != nil {
-		return Status{}, fmt.Errorf("exporter: reading export %s after enqueue: %w", id, err)
-	}
-	return statusOf(rec), nil
+	return nil
 }
 
 // batch is one round trip's worth of chunks, read and hashed ahead of the
@@ -86,10 +76,14 @@ type batch struct {
 	err    error // reader error or size limit, after the chunks
 }
 
-// stage reads r to the end in chunks filled by io.ReadFull and writes them
-// in batches. Reading and hashing run one batch ahead of Redis, so the two
-// overlap.
-func (e *Exporter) stage(ctx context.Context, id string, r io.Reader, h hash.Hash) (total, chunks int64, err error) {
+// stage reads r to the end in chunks filled by io.ReadFull, creates the
+// record and stages the chunks in batches, then seals the record with the
+// source's size and SHA-256. Reading and hashing run one batch ahead of
+// Redis, so the two overlap. A source that fits in one batch is created,
+// staged and sealed in one script. created says whether keys exist that
+// a failure must discard.
+func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) (created bool, err error) {
+	h := sha256.New()
 	ctx, cancel := context.WithCancel(ctx)
 	batches := make(chan batch, 1)
 	defer func() {
@@ -98,58 +92,79 @@ func (e *Exporter) stage(ctx context.Context, id string, r io.Reader, h hash.Has
 		for range batches {
 		}
 	}()
-	go func() {
-		defer close(batches)
-		var size int64
-		for {
-			b := batch{chunks: make([][]byte, 0, e.stageBatch)}
-			for len(b.chunks) < e.stageBatch {
-				buf := make([]byte, e.chunkSize)
-				n, rerr := io.ReadFull(r, buf)
-				if n > 0 {
-					size += int64(n)
-					if size > e.maxSize {
-						b.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, e.maxSize)
-						break
-					}
-					h.Write(buf[:n])
-					b.chunks = append(b.chunks, buf[:n])
-				}
-				if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-					b.err = io.EOF
-					break
-				}
-				if rerr != nil {
-					b.err = fmt.Errorf("exporter: reading source: %w", rerr)
-					break
-				}
-			}
-			select {
-			case batches <- b:
-			case <-ctx.Done():
-				return
-			}
-			if b.err != nil {
-				return
-			}
-		}
-	}()
+	go e.readBatches(ctx, r, h, batches)
 	for b := range batches {
-		if len(b.chunks) > 0 && (b.err == nil || b.err == io.EOF) {
-			if err := e.store.Stage(ctx, id, b.chunks); err != nil {
-				return 0, 0, fmt.Errorf("exporter: staging source: %w", err)
-			}
-			for _, c := range b.chunks {
-				total += int64(len(c))
-			}
-			chunks += int64(len(b.chunks))
+		if b.err != nil && b.err != io.EOF {
+			return created, b.err
 		}
-		if b.err == io.EOF {
-			return total, chunks, nil
+		last := b.err == io.EOF
+		for _, c := range b.chunks {
+			rec.TotalBytes += int64(len(c))
 		}
-		if b.err != nil {
-			return 0, 0, b.err
+		rec.TotalChunks += int64(len(b.chunks))
+		if last {
+			rec.SHA256 = hex.EncodeToString(h.Sum(nil))
+		}
+		if !created {
+			if last && len(b.chunks) <= storage.MaxInlineChunks {
+				if err := e.store.CreateSealed(ctx, rec, b.chunks); err != nil {
+					return false, fmt.Errorf("exporter: creating export: %w", err)
+				}
+				return true, nil
+			}
+			if err := e.store.Create(ctx, rec); err != nil {
+				return false, fmt.Errorf("exporter: creating export: %w", err)
+			}
+			created = true
+		}
+		if err := e.store.Stage(ctx, rec.ID, b.chunks); err != nil {
+			return created, fmt.Errorf("exporter: staging source: %w", err)
+		}
+		if last {
+			if err := e.store.Seal(ctx, rec); err != nil {
+				return created, fmt.Errorf("exporter: sealing staged source: %w", err)
+			}
+			return created, nil
 		}
 	}
-	return 0, 0, ctx.Err()
+	return created, ctx.Err()
+}
+
+// readBatches fills batches from r, hashing as it goes, until EOF, an
+// error, the size limit or ctx's end; then it closes out.
+func (e *Exporter) readBatches(ctx context.Context, r io.Reader, h hash.Hash, out chan<- batch) {
+	defer close(out)
+	var size int64
+	for {
+		b := batch{chunks: make([][]byte, 0, e.stageBatch)}
+		for len(b.chunks) < e.stageBatch {
+			buf := make([]byte, e.chunkSize)
+			n, rerr := io.ReadFull(r, buf)
+			if n > 0 {
+				size += int64(n)
+				if size > e.maxSize {
+					b.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, e.maxSize)
+					break
+				}
+				h.Write(buf[:n])
+				b.chunks = append(b.chunks, buf[:n])
+			}
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				b.err = io.EOF
+				break
+			}
+			if rerr != nil {
+				b.err = fmt.Errorf("exporter: reading source: %w", rerr)
+				break
+			}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
 }

@@ -18,14 +18,26 @@ import "github.com/redis/go-redis/v9"
 
 // createScript writes a fresh CREATED record, refusing to overwrite one:
 // a generator that repeats an id fails loudly instead of mixing exports.
-// ARGV: owner, queue, chunk_size, now, active_ttl.
+// A small source comes along whole (ARGV[10] on): it is staged and the
+// record sealed in the same step, one round trip for the whole start.
+// ARGV: owner, queue, chunk_size, now, active_ttl, sealed ('1'/'0'),
+// total_bytes, total_chunks, sha256, chunks...
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'state', 'CREATED', 'staging', '1', 'owner', ARGV[1],
+redis.call('HSET', KEYS[1], 'state', 'CREATED', 'owner', ARGV[1],
   'queue', ARGV[2], 'chunk_size', ARGV[3], 'bytes', '0', 'chunks', '0',
   'fence', '0', 'attempts', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'total_bytes', ARGV[7], 'total_chunks', ARGV[8], 'sha256', ARGV[9])
+else
+  redis.call('HSET', KEYS[1], 'staging', '1')
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if #ARGV >= 10 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
 return {'ok'}
 `)
 
@@ -45,41 +57,23 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {'ok'}
 `)
 
-// claimScript moves a queued or resumed export to PENDING and hands out a
-// fresh fence token; every later write of this attempt must carry it.
-// ARGV: now, active_ttl.
-var claimScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'bytes', 'chunk_size')
-if not st[1] then return {'missing'} end
-if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
-if st[2] == '1' then return {'state', 'staging'} end
-local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-return {'ok', fence, tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), redis.call('LLEN', KEYS[2]), tonumber(st[6])}
-`)
-
-// appendScript moves up to n chunks from the head of the source to the tail
-// of the data, after checking state, fence token, expected chunk index and
-// that source and data still hold what the counters say (LLEN is O(1)).
-// Moving (not copying) makes a retry resume exactly at the first chunk not
-// yet appended. When the last chunk lands it completes the export in the
-// same step: COMPLETE, source removed, retention TTL on what remains.
-// ARGV: fence, expected_index, n, now, active_ttl, retention_ttl.
-var appendScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes')
-if not st[1] then return {'missing'} end
-if st[1] ~= 'PENDING' then return {'state', st[1]} end
-if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
-if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
-local done, total = tonumber(st[3]), tonumber(st[4])
+// moveBatch is the body that claimScript and appendScript share: it moves
+// up to a batch of chunks from the head of the source to the tail of the
+// data and, when the last chunk lands, completes the export in the same
+// step (COMPLETE, source removed, retention TTL on what remains). Moving,
+// not copying, makes a retry resume exactly at the first chunk not yet
+// appended. Before moving it checks that source and data still hold what
+// the counters say (LLEN is O(1)), so a damaged source fails at once.
+// It expects the locals fence, done, total, total_bytes, chunk_size,
+// batch_bytes, now, active_ttl and retention_ttl, and returns
+// {code, chunks, bytes, fence}.
+const moveBatch = `
+local function refresh() for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], active_ttl) end end
 if redis.call('LLEN', KEYS[2]) ~= total - done or redis.call('LLEN', KEYS[3]) ~= done then
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-  return {'corrupt', done, tonumber(redis.call('HGET', KEYS[1], 'bytes'))}
+  refresh()
+  return {'corrupt', done, tonumber(redis.call('HGET', KEYS[1], 'bytes')), fence}
 end
-local want = math.min(tonumber(ARGV[3]), total - done)
+local want = math.min(math.max(1, math.floor(batch_bytes / math.max(chunk_size, 1))), total - done)
 local moved, bytes = 0, 0
 for i = 1, want do
   local v = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
@@ -89,25 +83,56 @@ for i = 1, want do
 end
 done = done + moved
 local copied = redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
-redis.call('HSET', KEYS[1], 'chunks', done, 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'chunks', done, 'updated_at', now)
 if moved < want then
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-  return {'chunk_missing', done, copied}
+  refresh()
+  return {'chunk_missing', done, copied, fence}
 end
 if done == total then
-  if copied ~= tonumber(st[5]) or redis.call('LLEN', KEYS[2]) ~= 0 then
-    for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-    return {'corrupt', done, copied}
+  if copied ~= total_bytes or redis.call('LLEN', KEYS[2]) ~= 0 then
+    refresh()
+    return {'corrupt', done, copied, fence}
   end
-  redis.call('HSET', KEYS[1], 'state', 'COMPLETE', 'finished_at', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'COMPLETE', 'finished_at', now)
   redis.call('DEL', KEYS[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[6])
-  return {'complete', done, copied}
+  redis.call('PEXPIRE', KEYS[1], retention_ttl)
+  redis.call('PEXPIRE', KEYS[3], retention_ttl)
+  return {'complete', done, copied, fence}
 end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-return {'ok', done, copied}
-`)
+refresh()
+return {'ok', done, copied, fence}
+`
+
+// claimScript moves a queued or resumed export to PENDING, hands out a
+// fresh fence token that every later write of this attempt must carry,
+// and moves the first batch: one round trip for a small export's whole run.
+// ARGV: now, active_ttl, retention_ttl, batch_bytes.
+var claimScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size')
+if not st[1] then return {'missing'} end
+if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
+if st[2] == '1' then return {'state', 'staging'} end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
+local now, active_ttl, retention_ttl, batch_bytes = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+` + moveBatch)
+
+// appendScript moves the next batch for the attempt holding fence, after
+// checking state, fence token and expected chunk index.
+// ARGV: fence, expected_index, batch_bytes, now, active_ttl, retention_ttl.
+var appendScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size')
+if not st[1] then return {'missing'} end
+if st[1] ~= 'PENDING' then return {'state', st[1]} end
+if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
+if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
+local fence = tonumber(ARGV[1])
+local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
+local batch_bytes, now, active_ttl, retention_ttl = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+` + moveBatch)
 
 // failScript ends a queued or running export FAILED with a reason. Data and
 // source go first: under noeviction a full Redis refuses the HSET of a

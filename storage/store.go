@@ -130,14 +130,49 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 	return parseRecord(id, h), nil
 }
 
-// Create writes a new CREATED record for id, owned by owner and bound to
-// queue, with the active TTL. It returns ErrExists when id is taken.
-func (s *Store) Create(ctx context.Context, id, owner, queue string, chunkSize int) error {
-	res, err := s.run(ctx, createScript, id, owner, queue, chunkSize, s.nowMS(), ms(s.activeTTL))
+// MaxInlineChunks is the most chunks CreateSealed takes in one script.
+const MaxInlineChunks = 256
+
+// Create writes a new CREATED record for rec.ID, owned by rec.Owner and
+// bound to rec.Queue, with the active TTL, and marks it staging: Stage
+// then adds the source and Seal ends staging. It fills rec's state and
+// times, and returns ErrExists when the id is taken.
+func (s *Store) Create(ctx context.Context, rec *Record) error {
+	return s.create(ctx, rec, nil, false)
+}
+
+// CreateSealed writes a new CREATED record with its whole source (at most
+// MaxInlineChunks chunks) in one step; rec carries TotalBytes, TotalChunks
+// and SHA256. It returns ErrExists when the id is taken.
+func (s *Store) CreateSealed(ctx context.Context, rec *Record, chunks [][]byte) error {
+	if len(chunks) > MaxInlineChunks || int64(len(chunks)) != rec.TotalChunks {
+		return fmt.Errorf("storage: CreateSealed takes %d chunks (at most %d), got %d", rec.TotalChunks, MaxInlineChunks, len(chunks))
+	}
+	return s.create(ctx, rec, chunks, true)
+}
+
+func (s *Store) create(ctx context.Context, rec *Record, chunks [][]byte, sealed bool) error {
+	now := s.now()
+	seal := "0"
+	if sealed {
+		seal = "1"
+	}
+	args := make([]any, 0, 9+len(chunks))
+	args = append(args, rec.Owner, rec.Queue, rec.ChunkSize, now.UnixMilli(), ms(s.activeTTL), seal, rec.TotalBytes, rec.TotalChunks, rec.SHA256)
+	for _, c := range chunks {
+		args = append(args, c)
+	}
+	res, err := s.run(ctx, createScript, rec.ID, args...)
 	if err != nil {
 		return err
 	}
-	return refusal(res)
+	if err := refusal(res); err != nil {
+		return err
+	}
+	rec.State, rec.Staging = Created, !sealed
+	rec.CreatedAt = time.UnixMilli(now.UnixMilli()).UTC()
+	rec.UpdatedAt = rec.CreatedAt
+	return nil
 }
 
 // Stage appends chunks to the export's staged source. The chunks and the
@@ -159,14 +194,20 @@ func (s *Store) Stage(ctx context.Context, id string, chunks [][]byte) error {
 	return err
 }
 
-// Seal ends staging: it checks that totalChunks chunks were staged and
-// records the source's size and hex SHA-256.
-func (s *Store) Seal(ctx context.Context, id string, totalBytes, totalChunks int64, sha256 string) error {
-	res, err := s.run(ctx, sealScript, id, totalBytes, totalChunks, sha256, s.nowMS(), ms(s.activeTTL))
+// Seal ends staging: it checks that rec.TotalChunks chunks were staged and
+// records the source's size and hex SHA-256 (rec.TotalBytes, rec.SHA256).
+func (s *Store) Seal(ctx context.Context, rec *Record) error {
+	now := s.now()
+	res, err := s.run(ctx, sealScript, rec.ID, rec.TotalBytes, rec.TotalChunks, rec.SHA256, now.UnixMilli(), ms(s.activeTTL))
 	if err != nil {
 		return err
 	}
-	return refusal(res)
+	if err := refusal(res); err != nil {
+		return err
+	}
+	rec.Staging = false
+	rec.UpdatedAt = time.UnixMilli(now.UnixMilli()).UTC()
+	return nil
 }
 
 // Discard deletes every key of the export. It is for a start that failed
@@ -175,58 +216,46 @@ func (s *Store) Discard(ctx context.Context, id string) error {
 	return s.rdb.Del(ctx, KeysFor(id).list()...).Err()
 }
 
-// Claim is what a worker learns when it claims an export.
-type Claim struct {
-	Fence       int64 // token every later write must carry
-	Chunks      int64 // chunks already copied: where this attempt resumes
-	TotalChunks int64
-	Bytes       int64 // bytes already copied
-	SourceLeft  int64 // chunks still staged
-	ChunkSize   int64
+// Progress is an export's progress after a claim or a batch.
+type Progress struct {
+	Fence    int64 // token of the claim the step ran under
+	Chunks   int64 // chunks copied so far: where the next batch starts
+	Bytes    int64 // bytes copied so far
+	Complete bool  // the step copied the last chunk and completed the export
 }
 
 // Claim moves a CREATED or PENDING export to PENDING with a new fence
-// token. A terminal export gives a *StateError, a missing one ErrNotFound,
-// one whose staged source does not match its progress ErrCorrupt.
-func (s *Store) Claim(ctx context.Context, id string) (Claim, error) {
-	res, err := s.run(ctx, claimScript, id, s.nowMS(), ms(s.activeTTL))
-	if err != nil {
-		return Claim{}, err
-	}
-	if err := refusal(res); err != nil {
-		return Claim{}, err
-	}
-	c := Claim{Fence: toInt(res[1]), Chunks: toInt(res[2]), TotalChunks: toInt(res[3]), Bytes: toInt(res[4]), SourceLeft: toInt(res[5]), ChunkSize: toInt(res[6])}
-	if c.Chunks+c.SourceLeft != c.TotalChunks {
-		return c, fmt.Errorf("%w: %d chunks copied and %d staged, want %d in all", ErrCorrupt, c.Chunks, c.SourceLeft, c.TotalChunks)
-	}
-	return c, nil
+// token, and moves the first batch of up to batchBytes (at least one
+// chunk) in the same step. A terminal export gives a *StateError, a
+// missing one ErrNotFound, one whose staged source does not match its
+// progress ErrCorrupt (with the progress and the new token).
+func (s *Store) Claim(ctx context.Context, id string, batchBytes int64) (Progress, error) {
+	res, err := s.run(ctx, claimScript, id, s.nowMS(), ms(s.activeTTL), ms(s.retentionTTL), batchBytes)
+	return progress(res, err)
 }
 
-// Progress is an export's progress after a batch.
-type Progress struct {
-	Chunks   int64 // chunks copied so far
-	Bytes    int64 // bytes copied so far
-	Complete bool  // the batch copied the last chunk and completed the export
+// Append moves the next batch of up to batchBytes (at least one chunk)
+// into the data, fenced by the claim's token and checked against the
+// expected chunk index. It refuses with ErrFenced, a *StateError (for
+// example CANCELLED) or ErrCorrupt; on refusal nothing was appended, except
+// for ErrCorrupt, which records the chunks moved before the gap.
+func (s *Store) Append(ctx context.Context, id string, fence, index, batchBytes int64) (Progress, error) {
+	res, err := s.run(ctx, appendScript, id, fence, index, batchBytes, s.nowMS(), ms(s.activeTTL), ms(s.retentionTTL))
+	return progress(res, err)
 }
 
-// Append moves up to n staged chunks into the data, fenced by the claim's
-// token and checked against the expected chunk index. It refuses with
-// ErrFenced, a *StateError (for example CANCELLED) or ErrCorrupt; on
-// refusal nothing was appended, except for ErrCorrupt, which records the
-// chunks moved before the gap.
-func (s *Store) Append(ctx context.Context, id string, fence, index int64, n int) (Progress, error) {
-	res, err := s.run(ctx, appendScript, id, fence, index, n, s.nowMS(), ms(s.activeTTL), ms(s.retentionTTL))
+func progress(res []any, err error) (Progress, error) {
 	if err != nil {
 		return Progress{}, err
 	}
 	if err := refusal(res); err != nil {
-		if len(res) >= 3 {
-			return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2])}, fmt.Errorf("%w: chunk %d of the staged source is missing or sizes disagree", err, toInt(res[1]))
+		if len(res) >= 4 {
+			p := Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Fence: toInt(res[3])}
+			return p, fmt.Errorf("%w: staged source or data does not match the record at chunk %d", err, p.Chunks)
 		}
 		return Progress{}, err
 	}
-	return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Complete: res[0] == "complete"}, nil
+	return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Fence: toInt(res[3]), Complete: res[0] == "complete"}, nil
 }
 
 // Fail ends a CREATED or PENDING export FAILED with reason, deleting its

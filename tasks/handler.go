@@ -109,34 +109,21 @@ func (r *run) process(ctx context.Context) error {
 		return ErrShutdown
 	default:
 	}
-	c, err := r.h.store.Claim(ctx, r.id)
-	r.fence = c.Fence
+	batch := r.h.batchBytes
+	if r.h.maxRate > 0 {
+		batch = max(1, min(batch, r.h.maxRate/10)) // about ten batches a second
+	}
+	pr, err := r.h.store.Claim(ctx, r.id, batch)
+	r.fence = pr.Fence
 	if err != nil {
 		return r.refused(ctx, "claim", err)
 	}
-	r.bytes = c.Bytes
-	r.log.Info("export claimed", "event", "claimed", "fence", c.Fence, "resume_chunk", c.Chunks,
-		"total_chunks", c.TotalChunks, "attempt", r.retry+1)
-	r.emit(EventClaimed, c.Bytes, nil)
-
-	perBatch := r.h.batchChunks(c.ChunkSize)
-	index, startBytes := c.Chunks, c.Bytes
+	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks", pr.Chunks, "attempt", r.retry+1)
+	r.emit(EventClaimed, pr.Bytes, nil)
+	startBytes := pr.Bytes // bytes of earlier attempts are not this one's work
 	throttle := newThrottle(r.h.maxRate)
 	for {
-		select {
-		case <-ctx.Done():
-			return r.stopped(ctx)
-		case <-r.h.stopping:
-			r.log.Info("export handed back", "event", "handed_back", "chunks", index)
-			r.emit(EventHandedBack, r.bytes, nil)
-			return ErrShutdown
-		default:
-		}
-		pr, err := r.h.store.Append(ctx, r.id, r.fence, index, perBatch)
-		if err != nil {
-			return r.refused(ctx, "append", err)
-		}
-		index, r.bytes = pr.Chunks, pr.Bytes
+		r.bytes = pr.Bytes
 		if pr.Complete {
 			d := time.Since(r.start)
 			r.log.Info("export complete", "event", "complete", "bytes", pr.Bytes, "chunks", pr.Chunks,
@@ -144,23 +131,20 @@ func (r *run) process(ctx context.Context) error {
 			r.emit(EventComplete, pr.Bytes, nil)
 			return nil
 		}
-		if err := throttle.wait(ctx, r.h.stopping, pr.Bytes-startBytes); err != nil {
-			continue // the loop head says why
+		throttle.wait(ctx, r.h.stopping, pr.Bytes-startBytes)
+		select {
+		case <-ctx.Done():
+			return r.stopped(ctx)
+		case <-r.h.stopping:
+			r.log.Info("export handed back", "event", "handed_back", "chunks", pr.Chunks)
+			r.emit(EventHandedBack, r.bytes, nil)
+			return ErrShutdown
+		default:
+		}
+		if pr, err = r.h.store.Append(ctx, r.id, r.fence, pr.Chunks, batch); err != nil {
+			return r.refused(ctx, "append", err)
 		}
 	}
-}
-
-// batchChunks is how many chunks one append moves: DefaultBatchBytes worth,
-// or about a tenth of a second's worth when throttled, at least one.
-func (h *Handler) batchChunks(chunkSize int64) int {
-	if chunkSize <= 0 {
-		return 1
-	}
-	b := h.batchBytes
-	if h.maxRate > 0 {
-		b = min(b, h.maxRate/10)
-	}
-	return int(max(b/chunkSize, 1))
 }
 
 // stopped handles a cancelled or expired task context.

@@ -2,7 +2,6 @@ package tasks
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -16,27 +15,22 @@ func newThrottle(bytesPerSecond int64) *throttle {
 	return &throttle{rate: bytesPerSecond, start: time.Now()}
 }
 
-var errInterrupted = errors.New("throttle wait interrupted")
-
 // wait sleeps until copied bytes are due at the rate, or until ctx is done
-// or stop is closed (then it returns errInterrupted).
-func (t *throttle) wait(ctx context.Context, stop <-chan struct{}, copied int64) error {
+// or stop is closed.
+func (t *throttle) wait(ctx context.Context, stop <-chan struct{}, copied int64) {
 	if t.rate <= 0 {
-		return nil
+		return
 	}
 	due := t.start.Add(time.Duration(float64(copied) / float64(t.rate) * float64(time.Second)))
 	d := time.Until(due)
 	if d <= 0 {
-		return nil
+		return
 	}
 	tm := time.NewTimer(d)
 	defer tm.Stop()
 	select {
 	case <-tm.C:
-		return nil
 	case <-ctx.Done():
-		return errInterrupted
 	case <-stop:
-		return errInterrupted
 	}
 }

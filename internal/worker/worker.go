@@ -142,6 +142,15 @@ type asynqLogger struct{ l *slog.Logger }
 
 func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
 func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(strings.TrimSpace(fmt.Sprint(args...))) }
+func (a asynqLogger) Warn(args ...any) {
+	msg := strings.TrimSpace(fmt.Sprint(args...))
+	if strings.HasPrefix(msg, "revoke task") {
+		// Every cancelled or already-ended export revokes its task on
+		// purpose; the handler logs the reason.
+		a.l.Debug(msg)
+		return
+	}
+	a.l.Warn(msg)
+}
 func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
 func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
