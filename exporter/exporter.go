@@ -120,8 +120,9 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Exporter, error) {
 	case e.checker == nil || e.newID == nil || e.log == nil:
 		return nil, fmt.Errorf("exporter: nil permission checker, id generator or logger")
 	}
-	// Pipeline about 1 MiB of chunks per round trip.
-	e.stageBatch = max(1, (1<<20)/e.chunkSize)
+	// Stage about 4 MiB of chunks per round trip: fewer, larger MULTIs
+	// measured faster than 1 MiB ones (make bench).
+	e.stageBatch = max(1, (4<<20)/e.chunkSize)
 	e.store = storage.New(rdb, storage.WithActiveTTL(e.activeTTL), storage.WithRetentionTTL(e.retentionTTL))
 	e.client = asynq.NewClientFromRedisClient(rdb)
 	e.inspector = asynq.NewInspectorFromRedisClient(rdb)

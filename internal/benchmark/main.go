@@ -189,6 +189,9 @@ func rawRPush(rdb *redis.Client, size int64) (float64, error) {
 	const chunk = 64 << 10
 	r := &cycleReader{left: size}
 	buf := make([][]byte, 16)
+	for i := range buf {
+		buf[i] = make([]byte, chunk)
+	}
 	start := time.Now()
 	for r.left > 0 {
 		p := rdb.Pipeline()
@@ -196,9 +199,9 @@ func rawRPush(rdb *redis.Client, size int64) (float64, error) {
 			if r.left == 0 {
 				break
 			}
-			buf[i] = make([]byte, min(chunk, r.left))
-			io.ReadFull(r, buf[i])
-			p.RPush(ctx, "bench:raw", buf[i])
+			b := buf[i][:min(chunk, r.left)]
+			io.ReadFull(r, b)
+			p.RPush(ctx, "bench:raw", b)
 		}
 		if _, err := p.Exec(ctx); err != nil {
 			return 0, err
@@ -229,6 +232,7 @@ func largeExport(rdb *redis.Client, addr, bin string, size int64) (float64, int6
 	if err != nil {
 		return 0, 0, err
 	}
+	staged := time.Since(start)
 	for {
 		s, err := e.GetExportStatus(ctx, user, st.ID)
 		if err != nil {
@@ -244,6 +248,8 @@ func largeExport(rdb *redis.Client, addr, bin string, size int64) (float64, int6
 	}
 	d := time.Since(start)
 	hwm := peakRSS(w.Process.Pid)
+	fmt.Fprintf(os.Stderr, "  export: staged in %v (%.0f MB/s), copied in %v (%.0f MB/s)\n", staged.Round(time.Millisecond),
+		float64(size)/1e6/staged.Seconds(), (d - staged).Round(time.Millisecond), float64(size)/1e6/(d-staged).Seconds())
 	return float64(size) / 1e6 / d.Seconds(), hwm, rdb.Del(ctx, "export:{"+st.ID+"}", "export:{"+st.ID+"}-data").Err()
 }
 
