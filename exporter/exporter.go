@@ -6,6 +6,7 @@ package exporter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -140,7 +141,7 @@ func (e *Exporter) lookup(ctx context.Context, u User, id string) (storage.Recor
 	}
 	rec, err := e.store.Get(ctx, id)
 	if err != nil {
-		if err == storage.ErrNotFound {
+		if errors.Is(err, storage.ErrNotFound) {
 			return rec, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		return rec, fmt.Errorf("exporter: reading export %s: %w", id, err)

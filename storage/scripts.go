@@ -18,24 +18,27 @@ import "github.com/redis/go-redis/v9"
 
 // createScript writes a fresh CREATED record, refusing to overwrite one:
 // a generator that repeats an id fails loudly instead of mixing exports.
-// A small source comes along whole (ARGV[10] on): it is staged and the
+// A small source comes along whole (ARGV[11] on): it is staged and the
 // record sealed in the same step, one round trip for the whole start.
+// The record keeps its TTLs, so that workers configured otherwise still
+// apply the ones its caller chose.
 // ARGV: owner, queue, chunk_size, now, active_ttl, sealed ('1'/'0'),
-// total_bytes, total_chunks, sha256, chunks...
+// total_bytes, total_chunks, sha256, retention_ttl, chunks...
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'state', 'CREATED', 'owner', ARGV[1],
   'queue', ARGV[2], 'chunk_size', ARGV[3], 'bytes', '0', 'chunks', '0',
-  'fence', '0', 'attempts', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4])
+  'fence', '0', 'attempts', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4],
+  'active_ttl', ARGV[5], 'retention_ttl', ARGV[10])
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[1], 'total_bytes', ARGV[7], 'total_chunks', ARGV[8], 'sha256', ARGV[9])
 else
   redis.call('HSET', KEYS[1], 'staging', '1')
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if #ARGV >= 10 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+if #ARGV >= 11 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 11))
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 return {'ok'}
@@ -66,7 +69,7 @@ return {'ok'}
 // the counters say (LLEN is O(1)), so a damaged source fails at once.
 // It expects the locals fence, done, total, total_bytes, chunk_size,
 // batch_bytes, now, active_ttl and retention_ttl, and returns
-// {code, chunks, bytes, fence}.
+// {code, chunks, bytes, fence, bytes moved by this step}.
 const moveBatch = `
 local function refresh() for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], active_ttl) end end
 if redis.call('LLEN', KEYS[2]) ~= total - done or redis.call('LLEN', KEYS[3]) ~= done then
@@ -97,10 +100,10 @@ if done == total then
   redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], retention_ttl)
   redis.call('PEXPIRE', KEYS[3], retention_ttl)
-  return {'complete', done, copied, fence}
+  return {'complete', done, copied, fence, bytes}
 end
 refresh()
-return {'ok', done, copied, fence}
+return {'ok', done, copied, fence, bytes}
 `
 
 // claimScript moves a queued or resumed export to PENDING, hands out a
@@ -108,7 +111,7 @@ return {'ok', done, copied, fence}
 // and moves the first batch: one round trip for a small export's whole run.
 // ARGV: now, active_ttl, retention_ttl, batch_bytes.
 var claimScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size')
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size', 'active_ttl', 'retention_ttl')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] == '1' then return {'state', 'staging'} end
@@ -117,21 +120,21 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
-local now, active_ttl, retention_ttl, batch_bytes = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, active_ttl, retention_ttl, batch_bytes = ARGV[1], st[7] or ARGV[2], st[8] or ARGV[3], tonumber(ARGV[4])
 ` + moveBatch)
 
 // appendScript moves the next batch for the attempt holding fence, after
 // checking state, fence token and expected chunk index.
 // ARGV: fence, expected_index, batch_bytes, now, active_ttl, retention_ttl.
 var appendScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size')
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size', 'active_ttl', 'retention_ttl')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
 if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
 local fence = tonumber(ARGV[1])
 local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
-local batch_bytes, now, active_ttl, retention_ttl = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local batch_bytes, now, active_ttl, retention_ttl = tonumber(ARGV[3]), ARGV[4], st[7] or ARGV[5], st[8] or ARGV[6]
 ` + moveBatch)
 
 // failScript ends a queued or running export FAILED with a reason. Data and
@@ -139,13 +142,13 @@ local batch_bytes, now, active_ttl, retention_ttl = tonumber(ARGV[3]), ARGV[4], 
 // script that has not yet freed anything.
 // ARGV: fence ('0' for any claim), reason, now, retention_ttl.
 var failScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'fence')
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'retention_ttl')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
 if ARGV[1] ~= '0' and st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
 redis.call('DEL', KEYS[3], KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'FAILED', 'error', ARGV[2], 'updated_at', ARGV[3], 'finished_at', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], st[3] or ARGV[4])
 return {'ok'}
 `)
 
@@ -154,12 +157,13 @@ return {'ok'}
 // every later append (appendScript requires PENDING).
 // ARGV: now, retention_ttl.
 var cancelScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state')
+local rec = redis.call('HMGET', KEYS[1], 'state', 'retention_ttl')
+local st = rec[1]
 if not st then return {'missing'} end
 if st == 'CANCELLED' then return {'again'} end
 if st ~= 'CREATED' and st ~= 'PENDING' then return {'state', st} end
 redis.call('DEL', KEYS[3], KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], rec[2] or ARGV[2])
 return {'ok', st}
 `)

@@ -28,7 +28,10 @@ type Store struct {
 type Option func(*Store)
 
 // WithActiveTTL sets the TTL of a queued or running export's keys,
-// refreshed at every claim and batch. Non-positive values are ignored.
+// refreshed at every claim and batch. Exports record the TTLs of the store
+// that created them, and every later step applies those: a store's own
+// TTLs only stand in for records that carry none. Non-positive values are
+// ignored.
 func WithActiveTTL(d time.Duration) Option {
 	return func(s *Store) {
 		if d > 0 {
@@ -157,8 +160,8 @@ func (s *Store) create(ctx context.Context, rec *Record, chunks [][]byte, sealed
 	if sealed {
 		seal = "1"
 	}
-	args := make([]any, 0, 9+len(chunks))
-	args = append(args, rec.Owner, rec.Queue, rec.ChunkSize, now.UnixMilli(), ms(s.activeTTL), seal, rec.TotalBytes, rec.TotalChunks, rec.SHA256)
+	args := make([]any, 0, 10+len(chunks))
+	args = append(args, rec.Owner, rec.Queue, rec.ChunkSize, now.UnixMilli(), ms(s.activeTTL), seal, rec.TotalBytes, rec.TotalChunks, rec.SHA256, ms(s.retentionTTL))
 	for _, c := range chunks {
 		args = append(args, c)
 	}
@@ -221,6 +224,7 @@ type Progress struct {
 	Fence    int64 // token of the claim the step ran under
 	Chunks   int64 // chunks copied so far: where the next batch starts
 	Bytes    int64 // bytes copied so far
+	Moved    int64 // bytes this step moved
 	Complete bool  // the step copied the last chunk and completed the export
 }
 
@@ -255,7 +259,7 @@ func progress(res []any, err error) (Progress, error) {
 		}
 		return Progress{}, err
 	}
-	return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Fence: toInt(res[3]), Complete: res[0] == "complete"}, nil
+	return Progress{Chunks: toInt(res[1]), Bytes: toInt(res[2]), Fence: toInt(res[3]), Moved: toInt(res[4]), Complete: res[0] == "complete"}, nil
 }
 
 // Fail ends a CREATED or PENDING export FAILED with reason, deleting its

@@ -264,3 +264,35 @@ func TestAnEmptyExportCompletesAtClaim(t *testing.T) {
 	}
 	testkit.AssertTTLs(t, rdb)
 }
+
+func TestTheCreatorsTTLsHoldWhateverTheWorkerSays(t *testing.T) {
+	_, rdb := testkit.Mini(t)
+	caller := storage.New(rdb, storage.WithActiveTTL(3*time.Hour), storage.WithRetentionTTL(7*time.Minute))
+	worker := storage.New(rdb) // the defaults: 24 h and 1 h
+	id := staged(t, caller, "aaaa", "bbbb")
+	k := storage.KeysFor(id)
+	if _, err := worker.Claim(ctx, id, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{k.Status, k.Source, k.Data} {
+		if ttl := rdb.PTTL(ctx, key).Val(); ttl != 3*time.Hour {
+			t.Fatalf("%s TTL after a claim = %v, want the creator's 3 h", key, ttl)
+		}
+	}
+	rec, _ := worker.Get(ctx, id)
+	if _, err := worker.Append(ctx, id, rec.Fence, rec.Chunks, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{k.Status, k.Data} {
+		if ttl := rdb.PTTL(ctx, key).Val(); ttl != 7*time.Minute {
+			t.Fatalf("%s TTL after COMPLETE = %v, want the creator's 7 min", key, ttl)
+		}
+	}
+	other := staged(t, caller, "c")
+	if _, err := worker.Cancel(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, storage.KeysFor(other).Status).Val(); ttl != 7*time.Minute {
+		t.Fatalf("CANCELLED TTL = %v, want the creator's 7 min", ttl)
+	}
+}

@@ -120,7 +120,7 @@ func (r *run) process(ctx context.Context) error {
 	}
 	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks", pr.Chunks, "attempt", r.retry+1)
 	r.emit(EventClaimed, pr.Bytes, nil)
-	startBytes := pr.Bytes // bytes of earlier attempts are not this one's work
+	startBytes := pr.Bytes - pr.Moved // bytes of earlier attempts are not this one's work
 	throttle := newThrottle(r.h.maxRate)
 	for {
 		r.bytes = pr.Bytes
@@ -173,7 +173,8 @@ func (r *run) refused(ctx context.Context, step string, err error) error {
 	if st, ok := storage.IsState(err); ok {
 		// Someone else ended the export (a cancel, the sweeper, an earlier
 		// attempt): nothing to write; the task removes itself.
-		if st == storage.Cancelled {
+		if st == storage.Cancelled && step != "claim" {
+			// This attempt was running: the cancel stopped it.
 			if rec, gerr := r.h.store.Get(context.WithoutCancel(ctx), r.id); gerr == nil {
 				r.logCancel(rec)
 			}

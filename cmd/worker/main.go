@@ -35,8 +35,6 @@ var env = map[string]string{
 	"queue":            "EXPORT_QUEUE",
 	"concurrency":      "WORKER_CONCURRENCY",
 	"max-rate":         "EXPORT_MAX_RATE",
-	"active-ttl":       "EXPORT_ACTIVE_TTL",
-	"retention-ttl":    "EXPORT_RETENTION_TTL",
 	"shutdown-timeout": "WORKER_SHUTDOWN_TIMEOUT",
 	"log-level":        "LOG_LEVEL",
 }
@@ -54,8 +52,6 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	concurrency := fs.Int("concurrency", 8, "exports run at once (env WORKER_CONCURRENCY)")
 	var maxRate cliutil.Bytes
 	fs.Var(&maxRate, "max-rate", "bytes per second per export, e.g. 1048576 or 1MiB; 0 is no limit (env EXPORT_MAX_RATE)")
-	activeTTL := fs.Duration("active-ttl", 0, "TTL of a queued or running export's keys; must match the enqueuer's; 0 is the default, 24h (env EXPORT_ACTIVE_TTL)")
-	retentionTTL := fs.Duration("retention-ttl", 0, "how long a finished export is kept; must match the enqueuer's; 0 is the default, 1h (env EXPORT_RETENTION_TTL)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown waits for running exports before asynq requeues them (env WORKER_SHUTDOWN_TIMEOUT)")
 	level := cliutil.Level{}
 	fs.Var(&level, "log-level", "debug, info, warn or error (env LOG_LEVEL)")
@@ -87,8 +83,8 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	case *concurrency <= 0:
 		fmt.Fprintf(stderr, "worker: --concurrency must be positive, not %d\n", *concurrency)
 		return 2
-	case *activeTTL < 0 || *retentionTTL < 0 || *shutdownTimeout < 0:
-		fmt.Fprintf(stderr, "worker: --active-ttl, --retention-ttl and --shutdown-timeout must not be negative\n")
+	case *shutdownTimeout < 0:
+		fmt.Fprintf(stderr, "worker: --shutdown-timeout must not be negative\n")
 		return 2
 	}
 	logLevel.Set(level.Level)
@@ -107,8 +103,6 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 		Queue:           *queue,
 		Concurrency:     *concurrency,
 		MaxRate:         int64(maxRate),
-		ActiveTTL:       *activeTTL,
-		RetentionTTL:    *retentionTTL,
 		ShutdownTimeout: *shutdownTimeout,
 		Logger:          log,
 	})

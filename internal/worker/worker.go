@@ -24,8 +24,6 @@ type Config struct {
 	Concurrency       int           // exports run at once; default 8
 	MaxRate           int64         // bytes per second per export; 0 is no limit
 	BatchBytes        int64         // bytes per append; default tasks.DefaultBatchBytes
-	ActiveTTL         time.Duration // must match the enqueuer's; default storage.DefaultActiveTTL
-	RetentionTTL      time.Duration // must match the enqueuer's; default storage.DefaultRetentionTTL
 	TaskCheckInterval time.Duration // idle poll of the queue; default 100 ms
 	DelayedInterval   time.Duration // how often retried tasks are moved back; default 1 s
 	SweepInterval     time.Duration // how often archived tasks are swept; default 10 s
@@ -69,7 +67,8 @@ func New(rdb redis.UniversalClient, cfg Config) *Worker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	store := storage.New(rdb, storage.WithActiveTTL(cfg.ActiveTTL), storage.WithRetentionTTL(cfg.RetentionTTL))
+	// Each export carries the TTLs its caller chose; the worker applies those.
+	store := storage.New(rdb)
 	h := tasks.NewHandler(store, tasks.WithLogger(cfg.Logger), tasks.WithMaxRate(cfg.MaxRate), tasks.WithBatchBytes(cfg.BatchBytes), tasks.WithEventHook(cfg.EventHook))
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
