@@ -23,7 +23,7 @@ func (e *Exporter) CancelExport(ctx context.Context, u User, id string) (Status,
 	if err != nil {
 		return Status{}, err
 	}
-	prev, err := e.store.Cancel(ctx, id)
+	prev, after, err := e.store.Cancel(ctx, id)
 	if err != nil {
 		if st, ok := storage.IsState(err); ok {
 			return Status{}, fmt.Errorf("%w: export %s is %s", ErrNotCancellable, id, st)
@@ -34,28 +34,35 @@ func (e *Exporter) CancelExport(ctx context.Context, u User, id string) (Status,
 		return Status{}, fmt.Errorf("exporter: cancelling export %s: %w", id, err)
 	}
 	if prev != storage.Cancelled {
-		e.stopTask(rec.Queue, id)
+		e.stopTask(rec.Queue, id, prev == storage.Pending)
 	}
 	e.log.Info("export cancelled", "event", "cancel", "export_id", id, "user", u.ID, "previous_state", string(prev))
-	rec, err = e.store.Get(ctx, id)
-	if err != nil {
-		return Status{}, fmt.Errorf("exporter: reading export %s after cancel: %w", id, err)
-	}
-	return statusOf(rec), nil
+	return statusOf(after), nil
 }
 
 // stopAsynqTask removes the export's task if it waits, or signals it if it
 // runs. It is best effort: the status fence already holds, and a task that
-// survives this ends itself when it next touches the export.
-func (e *Exporter) stopAsynqTask(queue, id string) {
+// survives this ends itself when it next touches the export. A PENDING
+// export's task is most likely running: signal first, so the handler stops
+// as soon as it can, then delete it in case it was waiting for a retry.
+func (e *Exporter) stopAsynqTask(queue, id string, running bool) {
+	if running {
+		e.signalTask(id)
+	}
 	err := e.inspector.DeleteTask(queue, id)
 	switch {
 	case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return
 	}
-	// DeleteTask refuses an active task: signal its handler instead.
-	if cerr := e.inspector.CancelProcessing(id); cerr != nil {
+	if !running {
+		// DeleteTask refuses an active task: it was dequeued meanwhile.
+		e.signalTask(id)
+	}
+}
+
+func (e *Exporter) signalTask(id string) {
+	if err := e.inspector.CancelProcessing(id); err != nil {
 		e.log.Warn("could not signal the running export task; it stops at its next batch",
-			"export_id", id, "error", cerr.Error())
+			"export_id", id, "error", err.Error())
 	}
 }

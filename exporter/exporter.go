@@ -47,7 +47,7 @@ type Exporter struct {
 	taskTimeout  time.Duration
 	activeTTL    time.Duration
 	retentionTTL time.Duration
-	stopTask     func(queue, id string) // test seam around asynq's task cancellation
+	stopTask     func(queue, id string, running bool) // test seam around asynq's task cancellation
 }
 
 // Option configures an Exporter.

@@ -154,16 +154,17 @@ return {'ok'}
 
 // cancelScript is the cancel guarantee: one atomic step that ends a queued
 // or running export, deletes what it copied and staged, and so fences out
-// every later append (appendScript requires PENDING).
+// every later append (appendScript requires PENDING). It returns the
+// previous state and the record as it now is.
 // ARGV: now, retention_ttl.
 var cancelScript = redis.NewScript(`
 local rec = redis.call('HMGET', KEYS[1], 'state', 'retention_ttl')
 local st = rec[1]
 if not st then return {'missing'} end
-if st == 'CANCELLED' then return {'again'} end
+if st == 'CANCELLED' then return {'again', st, redis.call('HGETALL', KEYS[1])} end
 if st ~= 'CREATED' and st ~= 'PENDING' then return {'state', st} end
 redis.call('DEL', KEYS[3], KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], rec[2] or ARGV[2])
-return {'ok', st}
+return {'ok', st, redis.call('HGETALL', KEYS[1])}
 `)

@@ -276,21 +276,29 @@ func (s *Store) Fail(ctx context.Context, id string, fence int64, reason string)
 
 // Cancel ends a CREATED or PENDING export CANCELLED in one atomic step and
 // deletes its data and source; no append can succeed after it returns.
-// It returns the state the export had (Cancelled when cancelled already),
-// or a *StateError for COMPLETE and FAILED.
-func (s *Store) Cancel(ctx context.Context, id string) (State, error) {
+// It returns the state the export had (Cancelled when cancelled already)
+// and the record after the cancel, or a *StateError for COMPLETE and
+// FAILED.
+func (s *Store) Cancel(ctx context.Context, id string) (State, Record, error) {
 	res, err := s.run(ctx, cancelScript, id, s.nowMS(), ms(s.retentionTTL))
 	if err != nil {
-		return "", err
+		return "", Record{}, err
 	}
 	if err := refusal(res); err != nil {
-		return "", err
-	}
-	if res[0] == "again" {
-		return Cancelled, nil
+		return "", Record{}, err
 	}
 	prev, _ := res[1].(string)
-	return State(prev), nil
+	flat, _ := res[2].([]any)
+	h := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		h[k] = v
+	}
+	if res[0] == "again" {
+		prev = string(Cancelled)
+	}
+	return State(prev), parseRecord(id, h), nil
 }
 
 // ReadData returns up to n data chunks starting at chunk index start.

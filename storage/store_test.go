@@ -117,7 +117,7 @@ func TestNothingAppendsAfterACancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev, err := s.Cancel(ctx, id)
+	prev, _, err := s.Cancel(ctx, id)
 	if err != nil || prev != storage.Pending {
 		t.Fatalf("cancel: %s, %v", prev, err)
 	}
@@ -142,7 +142,7 @@ func TestNothingAppendsAfterACancel(t *testing.T) {
 	if ttl := rdb.PTTL(ctx, k.Status).Val(); ttl != 10*time.Minute {
 		t.Fatalf("cancelled record TTL = %v, want the retention TTL", ttl)
 	}
-	again, err := s.Cancel(ctx, id)
+	again, _, err := s.Cancel(ctx, id)
 	if err != nil || again != storage.Cancelled {
 		t.Fatalf("second cancel: %s, %v", again, err)
 	}
@@ -155,7 +155,7 @@ func TestCancelRefusesEndedExports(t *testing.T) {
 	if p, err := s.Claim(ctx, done, 10); err != nil || !p.Complete {
 		t.Fatalf("claim: %+v, %v", p, err)
 	}
-	if _, err := s.Cancel(ctx, done); err == nil {
+	if _, _, err := s.Cancel(ctx, done); err == nil {
 		t.Fatal("cancelled a COMPLETE export")
 	} else if st, _ := storage.IsState(err); st != storage.Complete {
 		t.Fatalf("err = %v, want a COMPLETE StateError", err)
@@ -164,10 +164,10 @@ func TestCancelRefusesEndedExports(t *testing.T) {
 	if err := s.Fail(ctx, failed, 0, "broken"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Cancel(ctx, failed); err == nil {
+	if _, _, err := s.Cancel(ctx, failed); err == nil {
 		t.Fatal("cancelled a FAILED export")
 	}
-	if _, err := s.Cancel(ctx, uuid.NewString()); !errors.Is(err, storage.ErrNotFound) {
+	if _, _, err := s.Cancel(ctx, uuid.NewString()); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("cancel of an unknown id: %v", err)
 	}
 }
@@ -289,7 +289,7 @@ func TestTheCreatorsTTLsHoldWhateverTheWorkerSays(t *testing.T) {
 		}
 	}
 	other := staged(t, caller, "c")
-	if _, err := worker.Cancel(ctx, other); err != nil {
+	if _, _, err := worker.Cancel(ctx, other); err != nil {
 		t.Fatal(err)
 	}
 	if ttl := rdb.PTTL(ctx, storage.KeysFor(other).Status).Val(); ttl != 7*time.Minute {

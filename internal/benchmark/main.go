@@ -375,14 +375,17 @@ func smallExports(rdb *redis.Client, n int) (float64, error) {
 func cancelLatency(rdb *redis.Client, n int) (stop, gone, ack []time.Duration, err error) {
 	queue := "bench-cancel"
 	var mu sync.Mutex
-	stopped := map[string]time.Time{}
+	stopped := map[string]chan time.Time{} // registered before each cancel
 	w := worker.New(rdb, worker.Config{Queue: queue, Concurrency: concurrency, MaxRate: 256 << 10, Logger: quiet(),
 		TaskCheckInterval: 10 * time.Millisecond,
 		EventHook: func(ev tasks.Event) {
 			if ev.Kind == tasks.EventCancelled {
 				mu.Lock()
-				if _, ok := stopped[ev.ExportID]; !ok {
-					stopped[ev.ExportID] = ev.At
+				if ch, ok := stopped[ev.ExportID]; ok {
+					select {
+					case ch <- ev.At:
+					default:
+					}
 				}
 				mu.Unlock()
 			}
@@ -422,6 +425,10 @@ func cancelLatency(rdb *redis.Client, n int) (stop, gone, ack []time.Duration, e
 		errs := make(chan error, len(ids))
 		for _, id := range ids {
 			time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond) // anywhere in a throttled batch
+			ch := make(chan time.Time, 1)
+			mu.Lock()
+			stopped[id] = ch
+			mu.Unlock()
 			t0 := time.Now()
 			if _, err := e.CancelExport(ctx, user, id); err != nil {
 				return nil, nil, nil, err
@@ -430,30 +437,23 @@ func cancelLatency(rdb *redis.Client, n int) (stop, gone, ack []time.Duration, e
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for {
+				var at time.Time
+				select {
+				case at = <-ch:
+				case <-time.After(5 * time.Second):
+					errs <- fmt.Errorf("export %s: no cancelled event within 5 s", id)
+					return
+				}
+				for { // polled every 10 ms: the bench must not load what it measures
 					if _, err := insp.GetTaskInfo(queue, id); err != nil {
 						break
 					}
-					time.Sleep(time.Millisecond)
+					time.Sleep(10 * time.Millisecond)
 				}
 				g := time.Since(t0)
-				deadline := time.Now().Add(5 * time.Second)
-				for {
-					mu.Lock()
-					at, ok := stopped[id]
-					if ok {
-						stop, gone, ack = append(stop, at.Sub(t0)), append(gone, g), append(ack, a)
-					}
-					mu.Unlock()
-					if ok {
-						return
-					}
-					if time.Now().After(deadline) {
-						errs <- fmt.Errorf("export %s: no cancelled event within 5 s", id)
-						return
-					}
-					time.Sleep(time.Millisecond)
-				}
+				mu.Lock()
+				stop, gone, ack = append(stop, at.Sub(t0)), append(gone, g), append(ack, a)
+				mu.Unlock()
 			}()
 		}
 		wg.Wait()
