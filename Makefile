@@ -26,6 +26,11 @@ bench: redis-server
 vet:
 	$(GO) vet ./...
 
+## chaos: kill, freeze and stop workers and restart Redis while exports run; check every export byte for byte (15-25 min)
+.PHONY: chaos
+chaos: redis-server
+	$(GO) run ./internal/chaos
+
 # The tests start real redis-server processes of their own (never a running
 # service). Install it with apt-get when we may; otherwise say how.
 redis-server:
