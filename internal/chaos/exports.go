@@ -209,4 +209,3 @@ func onWorker(victim bool) string {
 	}
 	return "running elsewhere"
 }
-

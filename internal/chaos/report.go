@@ -32,10 +32,10 @@ func (s *Summary) Bad() []string {
 }
 
 type tally struct {
-	blows, exports, affected                                                        int
+	blows, exports, affected                                                       int
 	complete, failed, cancelled, corrupted, dupTrunc, stuck, lost, noTTL, otherBad int
-	resumes, recoveries                                                             []time.Duration
-	fenced, byState, interrupted                                                    int
+	resumes, recoveries                                                            []time.Duration
+	fenced, byState, interrupted                                                   int
 }
 
 // Table writes the per-kind table of outcomes and recovery times.
