@@ -72,8 +72,9 @@ func (e *Exporter) enqueue(ctx context.Context, id string) error {
 // batch is one round trip's worth of chunks, read and hashed ahead of the
 // Redis write that takes it.
 type batch struct {
-	chunks [][]byte
-	err    error // reader error or size limit, after the chunks
+	buf    *[]byte  // the pooled buffer the chunks live in
+	chunks [][]byte // slices of buf
+	err    error    // reader error or size limit, after the chunks
 }
 
 // stage reads r to the end in chunks filled by io.ReadFull, creates the
@@ -92,7 +93,11 @@ func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) 
 		for range batches {
 		}
 	}()
-	go e.readBatches(ctx, r, h, batches)
+	// At most three batch buffers per start: one being read, one queued, one
+	// being written. They come from a pool shared by all starts, so a 1 GiB
+	// start does not allocate 1 GiB and a small one allocates nothing.
+	inFlight := make(chan struct{}, 3)
+	go e.readBatches(ctx, r, h, inFlight, batches)
 	for b := range batches {
 		if b.err != nil && b.err != io.EOF {
 			return created, b.err
@@ -107,7 +112,9 @@ func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) 
 		}
 		if !created {
 			if last && len(b.chunks) <= storage.MaxInlineChunks {
-				if err := e.store.CreateSealed(ctx, rec, b.chunks); err != nil {
+				err := e.store.CreateSealed(ctx, rec, b.chunks)
+				e.bufs.Put(b.buf)
+				if err != nil {
 					return false, fmt.Errorf("exporter: creating export: %w", err)
 				}
 				return true, nil
@@ -120,6 +127,8 @@ func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) 
 		if err := e.store.Stage(ctx, rec.ID, b.chunks); err != nil {
 			return created, fmt.Errorf("exporter: staging source: %w", err)
 		}
+		e.bufs.Put(b.buf)
+		<-inFlight
 		if last {
 			if err := e.store.Seal(ctx, rec); err != nil {
 				return created, fmt.Errorf("exporter: sealing staged source: %w", err)
@@ -130,24 +139,33 @@ func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) 
 	return created, ctx.Err()
 }
 
-// readBatches fills batches from r, hashing as it goes, until EOF, an
-// error, the size limit or ctx's end; then it closes out.
-func (e *Exporter) readBatches(ctx context.Context, r io.Reader, h hash.Hash, out chan<- batch) {
+// readBatches fills batches from r into pooled buffers, at most
+// cap(inFlight) at a time, hashing as it goes, until EOF, an error, the
+// size limit or ctx's end; then it closes out.
+func (e *Exporter) readBatches(ctx context.Context, r io.Reader, h hash.Hash, inFlight chan<- struct{}, out chan<- batch) {
 	defer close(out)
 	var size int64
 	for {
-		b := batch{chunks: make([][]byte, 0, e.stageBatch)}
+		select {
+		case inFlight <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		pb := e.bufs.Get().(*[]byte)
+		buf := *pb
+		b := batch{buf: pb, chunks: make([][]byte, 0, e.stageBatch)}
 		for len(b.chunks) < e.stageBatch {
-			buf := make([]byte, e.chunkSize)
-			n, rerr := io.ReadFull(r, buf)
+			off := len(b.chunks) * e.chunkSize
+			chunk := buf[off : off+e.chunkSize : off+e.chunkSize]
+			n, rerr := io.ReadFull(r, chunk)
 			if n > 0 {
 				size += int64(n)
 				if size > e.maxSize {
 					b.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, e.maxSize)
 					break
 				}
-				h.Write(buf[:n])
-				b.chunks = append(b.chunks, buf[:n])
+				h.Write(chunk[:n])
+				b.chunks = append(b.chunks, chunk[:n])
 			}
 			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 				b.err = io.EOF
