@@ -27,15 +27,15 @@ import "github.com/redis/go-redis/v9"
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'state', 'CREATED', 'owner', ARGV[1],
-  'queue', ARGV[2], 'chunk_size', ARGV[3], 'bytes', '0', 'chunks', '0',
-  'fence', '0', 'attempts', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4],
-  'active_ttl', ARGV[5], 'retention_ttl', ARGV[10])
+local set = {'state', 'CREATED', 'owner', ARGV[1], 'queue', ARGV[2], 'chunk_size', ARGV[3],
+  'bytes', '0', 'chunks', '0', 'fence', '0', 'attempts', '0', 'created_at', ARGV[4],
+  'updated_at', ARGV[4], 'active_ttl', ARGV[5], 'retention_ttl', ARGV[10]}
 if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'total_bytes', ARGV[7], 'total_chunks', ARGV[8], 'sha256', ARGV[9])
+  set[25], set[26], set[27], set[28], set[29], set[30] = 'total_bytes', ARGV[7], 'total_chunks', ARGV[8], 'sha256', ARGV[9]
 else
-  redis.call('HSET', KEYS[1], 'staging', '1')
+  set[25], set[26] = 'staging', '1'
 end
+redis.call('HSET', KEYS[1], unpack(set))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if #ARGV >= 11 then
   redis.call('RPUSH', KEYS[2], unpack(ARGV, 11))
@@ -67,14 +67,21 @@ return {'ok'}
 // not copying, makes a retry resume exactly at the first chunk not yet
 // appended. Before moving it checks that source and data still hold what
 // the counters say (LLEN is O(1)), so a damaged source fails at once.
-// It expects the locals fence, done, total, total_bytes, chunk_size,
-// batch_bytes, now, active_ttl and retention_ttl, and returns
-// {code, chunks, bytes, fence, bytes moved by this step}.
+// It expects the locals fence, done, copied (bytes so far), total,
+// total_bytes, chunk_size, batch_bytes, now, active_ttl, retention_ttl and
+// set (fields the caller changes, written with progress in one HSET), and
+// returns {code, chunks, bytes, fence, bytes moved by this step}.
 const moveBatch = `
 local function refresh() for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], active_ttl) end end
+local function finish(code, moved)
+  local n = #set
+  set[n+1], set[n+2], set[n+3], set[n+4], set[n+5], set[n+6] = 'chunks', done, 'bytes', copied, 'updated_at', now
+  redis.call('HSET', KEYS[1], unpack(set))
+  return {code, done, copied, fence, moved}
+end
 if redis.call('LLEN', KEYS[2]) ~= total - done or redis.call('LLEN', KEYS[3]) ~= done then
   refresh()
-  return {'corrupt', done, tonumber(redis.call('HGET', KEYS[1], 'bytes')), fence}
+  return finish('corrupt', 0)
 end
 local want = math.min(math.max(1, math.floor(batch_bytes / math.max(chunk_size, 1))), total - done)
 local moved, bytes = 0, 0
@@ -84,26 +91,24 @@ for i = 1, want do
   moved = moved + 1
   bytes = bytes + #v
 end
-done = done + moved
-local copied = redis.call('HINCRBY', KEYS[1], 'bytes', bytes)
-redis.call('HSET', KEYS[1], 'chunks', done, 'updated_at', now)
+done, copied = done + moved, copied + bytes
 if moved < want then
   refresh()
-  return {'chunk_missing', done, copied, fence}
+  return finish('chunk_missing', bytes)
 end
 if done == total then
   if copied ~= total_bytes or redis.call('LLEN', KEYS[2]) ~= 0 then
     refresh()
-    return {'corrupt', done, copied, fence}
+    return finish('corrupt', bytes)
   end
-  redis.call('HSET', KEYS[1], 'state', 'COMPLETE', 'finished_at', now)
+  set[#set+1], set[#set+2], set[#set+3], set[#set+4] = 'state', 'COMPLETE', 'finished_at', now
   redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], retention_ttl)
   redis.call('PEXPIRE', KEYS[3], retention_ttl)
-  return {'complete', done, copied, fence, bytes}
+  return finish('complete', bytes)
 end
 refresh()
-return {'ok', done, copied, fence, bytes}
+return finish('ok', bytes)
 `
 
 // claimScript moves a queued or resumed export to PENDING, hands out a
@@ -111,23 +116,24 @@ return {'ok', done, copied, fence, bytes}
 // and moves the first batch: one round trip for a small export's whole run.
 // ARGV: now, active_ttl, retention_ttl, batch_bytes.
 var claimScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size', 'active_ttl', 'retention_ttl')
+local st = redis.call('HMGET', KEYS[1], 'state', 'staging', 'chunks', 'total_chunks', 'total_bytes',
+  'chunk_size', 'active_ttl', 'retention_ttl', 'bytes', 'fence', 'attempts', 'started_at')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'CREATED' and st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] == '1' then return {'state', 'staging'} end
-local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'updated_at', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local now, active_ttl, retention_ttl, batch_bytes = ARGV[1], st[7] or ARGV[2], st[8] or ARGV[3], tonumber(ARGV[4])
+local copied, fence = tonumber(st[9]), tonumber(st[10]) + 1
+local set = {'state', 'PENDING', 'fence', fence, 'attempts', tonumber(st[11]) + 1}
+if not st[12] then set[7], set[8] = 'started_at', now end
 ` + moveBatch)
 
 // appendScript moves the next batch for the attempt holding fence, after
 // checking state, fence token and expected chunk index.
 // ARGV: fence, expected_index, batch_bytes, now, active_ttl, retention_ttl.
 var appendScript = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes', 'chunk_size', 'active_ttl', 'retention_ttl')
+local st = redis.call('HMGET', KEYS[1], 'state', 'fence', 'chunks', 'total_chunks', 'total_bytes',
+  'chunk_size', 'active_ttl', 'retention_ttl', 'bytes')
 if not st[1] then return {'missing'} end
 if st[1] ~= 'PENDING' then return {'state', st[1]} end
 if st[2] ~= ARGV[1] then return {'fenced', tonumber(st[2])} end
@@ -135,6 +141,7 @@ if st[3] ~= ARGV[2] then return {'index', tonumber(st[3])} end
 local fence = tonumber(ARGV[1])
 local done, total, total_bytes, chunk_size = tonumber(st[3]), tonumber(st[4]), tonumber(st[5]), tonumber(st[6])
 local batch_bytes, now, active_ttl, retention_ttl = tonumber(ARGV[3]), ARGV[4], st[7] or ARGV[5], st[8] or ARGV[6]
+local copied, set = tonumber(st[9]), {}
 ` + moveBatch)
 
 // failScript ends a queued or running export FAILED with a reason. Data and
