@@ -26,7 +26,7 @@ type Event struct {
 	Attempt  int   // 1 for the first attempt
 	Bytes    int64 // bytes copied in all, as far as this attempt knows
 	At       time.Time
-	Err      error // the reason of EventFailed and EventRetry
+	Err      error // the reason of EventFailed and EventRetry; for EventCancelled, context.Canceled when asynq's signal stopped the handler, the refusal otherwise
 }
 
 // WithEventHook calls f for every event (for metrics and tests).

@@ -151,7 +151,7 @@ func (r *run) process(ctx context.Context) error {
 func (r *run) stopped(ctx context.Context) error {
 	rec, err := r.h.store.Get(context.WithoutCancel(ctx), r.id)
 	if err == nil && rec.State == storage.Cancelled {
-		r.logCancel(rec)
+		r.logCancel(rec, ctx.Err())
 		return asynq.RevokeTask
 	}
 	r.log.Warn("export interrupted", "event", "interrupted", "reason", ctx.Err().Error())
@@ -159,13 +159,19 @@ func (r *run) stopped(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (r *run) logCancel(rec storage.Record) {
+// logCancel reports a cancel that stopped this attempt; how says how the
+// handler learnt of it: its context (asynq's signal) or a refused append.
+func (r *run) logCancel(rec storage.Record, how error) {
 	l := r.log.With("event", "cancelled", "bytes", rec.Bytes)
 	if !rec.FinishedAt.IsZero() {
 		l = l.With("cancel_to_stop_ms", float64(time.Since(rec.FinishedAt).Microseconds())/1000)
 	}
-	l.Info("export cancelled, handler stopped")
-	r.emit(EventCancelled, rec.Bytes, nil)
+	via := "signal"
+	if !errors.Is(how, context.Canceled) {
+		via = "refused append"
+	}
+	l.Info("export cancelled, handler stopped", "via", via)
+	r.emit(EventCancelled, rec.Bytes, how)
 }
 
 // refused decides what a refused or failed Redis step means for the task.
@@ -176,7 +182,7 @@ func (r *run) refused(ctx context.Context, step string, err error) error {
 		if st == storage.Cancelled && step != "claim" {
 			// This attempt was running: the cancel stopped it.
 			if rec, gerr := r.h.store.Get(context.WithoutCancel(ctx), r.id); gerr == nil {
-				r.logCancel(rec)
+				r.logCancel(rec, err)
 			}
 		} else {
 			r.log.Info("export already ended, task revoked", "event", "revoked", "state", string(st), "step", step)
