@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -304,4 +305,31 @@ func (s *Store) Cancel(ctx context.Context, id string) (State, Record, error) {
 // ReadData returns up to n data chunks starting at chunk index start.
 func (s *Store) ReadData(ctx context.Context, id string, start, n int64) ([]string, error) {
 	return s.rdb.LRange(ctx, KeysFor(id).Data, start, start+n-1).Result()
+}
+
+// ForEachExport calls fn with the id of every export that has a status
+// record, scanning the keyspace (every master of a cluster) in batches. It
+// is for background sweeps, not for request paths.
+func (s *Store) ForEachExport(ctx context.Context, fn func(id string) error) error {
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		it := c.Scan(ctx, 0, "export:{*}", 1000).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			if !strings.HasSuffix(k, "}") { // a -source or -data key
+				continue
+			}
+			id := strings.TrimSuffix(strings.TrimPrefix(k, "export:{"), "}")
+			if !ValidID(id) {
+				continue
+			}
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+		return it.Err()
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	}
+	return scan(ctx, s.rdb)
 }

@@ -13,12 +13,14 @@ import (
 	"github.com/exportsvc/exportsvc/storage"
 )
 
-// Sweeper settles exports whose task asynq archived. asynq archives a task
+// Sweeper settles exports that no task will finish. asynq archives a task
 // without running its handler when the last attempt's worker died (lease
 // expired) or when a handed-back task had no retry left; the export would
-// stay PENDING forever. The sweeper fails such exports with the task's last
-// error, puts handed-back ones back in the queue, and deletes archived
-// tasks of cancelled or finished exports.
+// stay PENDING until its TTL. The sweeper fails such exports with the
+// task's last error, puts handed-back ones back in the queue, and deletes
+// archived tasks of cancelled or finished exports. Less often it looks for
+// orphans: queued or running exports whose task is gone altogether (an
+// operator deleted it, or Redis lost it in a crash) and fails them.
 type Sweeper struct {
 	insp  *asynq.Inspector
 	store *storage.Store
@@ -46,15 +48,30 @@ type SweepResult struct {
 	Failed   int // exports ended FAILED
 	Requeued int // handed-back tasks put back in the queue
 	Deleted  int // archived tasks of ended exports removed
+	Orphans  int // exports failed because their task was gone
 }
+
+// orphanAge is how long an export must have been quiet before a missing
+// task makes it an orphan: StartExport writes the record a moment before
+// it enqueues the task.
+const orphanAge = time.Minute
+
+// orphanEvery is how many archive sweeps go by between two orphan sweeps,
+// which scan the keyspace.
+const orphanEvery = 30
 
 // Run sweeps every interval until ctx is done.
 func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	for i := 0; ; i++ {
 		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("sweep of archived export tasks failed", "error", err.Error())
+		}
+		if i%orphanEvery == 0 {
+			if _, err := s.SweepOrphans(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("sweep of orphaned exports failed", "error", err.Error())
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -142,4 +159,28 @@ func (s *Sweeper) delete(t *asynq.TaskInfo, res *SweepResult) error {
 // hand-back (shutdown or cancelled context), not a failure of the export.
 func handedBack(lastErr string) bool {
 	return strings.Contains(lastErr, ErrShutdown.Error()) || strings.Contains(lastErr, context.Canceled.Error())
+}
+
+// SweepOrphans fails every queued or running export of the sweeper's queue
+// that has been quiet for a minute and has no asynq task in any state.
+func (s *Sweeper) SweepOrphans(ctx context.Context) (SweepResult, error) {
+	var res SweepResult
+	err := s.store.ForEachExport(ctx, func(id string) error {
+		rec, err := s.store.Get(ctx, id)
+		if err != nil || rec.State.Terminal() || rec.Staging || rec.Queue != s.queue || time.Since(rec.UpdatedAt) < orphanAge {
+			return nil // gone meanwhile, ended, still starting, another queue's, or busy
+		}
+		_, err = s.insp.GetTaskInfo(s.queue, id)
+		if err == nil || !(errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)) {
+			return nil // its task exists (or asynq cannot say): not an orphan
+		}
+		reason := "task lost: no asynq task exists for this export (deleted by an operator, or lost by Redis)"
+		if err := s.store.Fail(ctx, id, 0, reason); err != nil {
+			return nil // ended meanwhile
+		}
+		res.Orphans++
+		s.log.Error("export failed", "event", "failed", "export_id", id, "reason", reason)
+		return nil
+	})
+	return res, err
 }
