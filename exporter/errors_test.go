@@ -247,3 +247,20 @@ func TestOnlyTheOwnerOrAnAdminSeesAnExport(t *testing.T) {
 	}
 	testkit.AssertTTLs(t, rdb)
 }
+
+func TestAChunkOverRedisBulkLimitFailsTheStartAndLeavesNoKey(t *testing.T) {
+	srv := testkit.StartRedis(t, "--proto-max-bulk-len", "1mb")
+	rdb := srv.Client(t)
+	e := newExporter(t, rdb, exporter.WithChunkSize(2<<20))
+	_, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 5<<20)))
+	if err == nil || !strings.Contains(err.Error(), "staging source") {
+		t.Fatalf("err = %v, want a staging error", err)
+	}
+	t.Logf("start with 2 MiB chunks on a 1 MB proto-max-bulk-len: %v", err)
+	testkit.AssertNoKeys(t, rdb)
+	// The same Redis takes chunks under its limit.
+	small := newExporter(t, rdb, exporter.WithChunkSize(512<<10))
+	if _, err := small.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 5<<20))); err != nil {
+		t.Fatalf("start with 512 KiB chunks: %v", err)
+	}
+}
