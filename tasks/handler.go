@@ -118,7 +118,7 @@ func (r *run) process(ctx context.Context) error {
 	if err != nil {
 		return r.refused(ctx, "claim", err)
 	}
-	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks", pr.Chunks, "attempt", r.retry+1)
+	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks", pr.Chunks, "retried", r.retry)
 	r.emit(EventClaimed, pr.Bytes, nil)
 	startBytes := pr.Bytes - pr.Moved // bytes of earlier attempts are not this one's work
 	throttle := newThrottle(r.h.maxRate)
@@ -207,7 +207,7 @@ func (r *run) refused(ctx context.Context, step string, err error) error {
 	case r.retry >= r.maxRetry:
 		return r.fail(ctx, fmt.Sprintf("%s: retries exhausted (%d): %v", step, r.maxRetry, err), err)
 	}
-	r.log.Warn("export attempt failed, will retry", "event", "retry", "step", step, "error", err.Error(), "attempt", r.retry+1)
+	r.log.Warn("export attempt failed, will retry", "event", "retry", "step", step, "error", err.Error(), "retried", r.retry)
 	r.emit(EventRetry, r.bytes, err)
 	return fmt.Errorf("%s: %w", step, err)
 }
