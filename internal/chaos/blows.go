@@ -94,7 +94,11 @@ func (r *BlowResult) line() string {
 		s += fmt.Sprintf("; thawed worker: %d fenced, %d refused by state, %d interrupted", r.Fenced, r.RefusedByState, r.Interrupted)
 	}
 	if b := r.bad(); b > 0 {
-		s += fmt.Sprintf("; %d BAD:\n  %s", b, strings.Join(r.Problems, "\n  "))
+		heads := make([]string, len(r.Problems))
+		for i, p := range r.Problems {
+			heads[i], _, _ = strings.Cut(p, "\n") // the evidence comes with the table
+		}
+		s += fmt.Sprintf("; %d BAD:\n  %s\n ", b, strings.Join(heads, "\n  "))
 	}
 	return s + fmt.Sprintf(" (%.0fs)", r.Elapsed.Seconds())
 }
@@ -379,12 +383,22 @@ func (h *harness) restartRedis(ctx context.Context, r *BlowResult) error {
 	if last.After(at) {
 		r.Recovery = last.Sub(at)
 	}
+	// The exports whose attempt failed over the restart: when were they
+	// claimed again?
 	retried := 0
 	for _, e := range r.Exports {
-		if _, ok := h.tr.first(e.ID, at, func(ev event) bool { return ev.Kind == "retry" || ev.Kind == "interrupted" }); ok {
-			retried++
+		failed, ok := h.tr.first(e.ID, at.Add(-time.Second), func(ev event) bool { return ev.Kind == "retry" || ev.Kind == "interrupted" })
+		if !ok {
+			continue
+		}
+		retried++
+		if ev, ok := h.tr.first(e.ID, failed.At, func(ev event) bool { return ev.Kind == "claimed" }); ok {
+			r.Resumes = append(r.Resumes, ev.At.Sub(at))
+		} else if !e.Cancel {
+			r.note("export %s (%s): not claimed again after its attempt failed over the restart", e.ID, e.Final.State)
 		}
 	}
+	slices.Sort(r.Resumes)
 	r.note("%d exports had an attempt fail over the restart and were retried", retried)
 	return nil
 }

@@ -44,6 +44,9 @@ func TestChaosShortRound(t *testing.T) {
 		if len(r.Affected) == 0 {
 			t.Errorf("blow %d (%s): the victim ran no export when the blow fell", r.N, r.Kind)
 		}
+		if r.Failed > 0 {
+			t.Errorf("blow %d (%s): %d exports FAILED; a worker's crash or shutdown must not fail an export", r.N, r.Kind, r.Failed)
+		}
 		if r.Complete == 0 {
 			t.Errorf("blow %d (%s): no export completed", r.N, r.Kind)
 		}

@@ -86,15 +86,16 @@ func (s *Summary) Table(w io.Writer) {
 		if t[k].blows == 0 {
 			continue
 		}
-		ds, what := t[k].resumes, map[Kind]string{
-			KindKill: "SIGKILL -> export claimed by another worker",
-			KindStop: "SIGSTOP -> export claimed by another worker",
-			KindTerm: "SIGTERM -> export claimed by another worker",
+		what := map[Kind]string{
+			KindKill:  "SIGKILL -> export claimed by another worker",
+			KindStop:  "SIGSTOP -> export claimed by another worker",
+			KindTerm:  "SIGTERM -> export claimed by another worker",
+			KindRedis: "restart -> failed attempt's export claimed again",
 		}[k]
+		rows = append(rows, append([]string{k.String(), what}, stats(t[k].resumes)...))
 		if k == KindRedis {
-			ds, what = t[k].recoveries, "restart -> every export of the blow finished"
+			rows = append(rows, append([]string{"", "restart -> every export of the blow finished"}, stats(t[k].recoveries)...))
 		}
-		rows = append(rows, append([]string{k.String(), what}, stats(ds)...))
 	}
 	printRows(w, rows)
 	if t[KindStop].blows > 0 {
@@ -105,7 +106,7 @@ func (s *Summary) Table(w io.Writer) {
 	var notes []string
 	for _, r := range s.Blows {
 		for _, n := range r.Notes {
-			if strings.Contains(n, "FAILED") || strings.Contains(n, "not claimed") || strings.Contains(n, "still there") || strings.Contains(n, "no event") || strings.Contains(n, "anyway") || strings.Contains(n, "random") {
+			if strings.Contains(n, "FAILED") || strings.Contains(n, "not claimed") || strings.Contains(n, "retried") || strings.Contains(n, "still there") || strings.Contains(n, "no event") || strings.Contains(n, "anyway") || strings.Contains(n, "random") {
 				notes = append(notes, fmt.Sprintf("blow %d (%s): %s", r.N, r.Kind, n))
 			}
 		}
