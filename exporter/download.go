@@ -11,11 +11,13 @@ import (
 	"github.com/exportsvc/exportsvc/storage"
 )
 
-// downloadBatch is how many chunks one read fetches.
-const downloadBatch = 16
+// downloadBatchBytes is about how much one read fetches (at least one
+// chunk): what a download holds in memory.
+const downloadBatchBytes = 1 << 20
 
-// OpenExportData streams a COMPLETE export's bytes, a batch of chunks at a
-// time, without holding them all in memory. The user must own the export
+// OpenExportData streams a COMPLETE export's bytes, about 1 MiB of chunks
+// at a time (one chunk when chunks are larger), without holding them all
+// in memory. The user must own the export
 // or hold the admin permission; an export that is not COMPLETE gives
 // ErrNotComplete. The reader checks the bytes against the source's size
 // and SHA-256 and fails instead of returning io.EOF when they differ
@@ -71,7 +73,8 @@ func (d *dataReader) fill() {
 		d.err = d.verify()
 		return
 	}
-	n := min(downloadBatch, d.rec.TotalChunks-d.next)
+	perFetch := min(max(1, downloadBatchBytes/max(d.rec.ChunkSize, 1)), maxBatchChunks)
+	n := min(perFetch, d.rec.TotalChunks-d.next)
 	chunks, err := d.store.ReadData(d.ctx, d.rec.ID, d.next, n)
 	if err != nil {
 		d.err = fmt.Errorf("exporter: reading export %s data: %w", d.rec.ID, err)

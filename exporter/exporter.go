@@ -28,6 +28,10 @@ const (
 	DefaultTaskTimeout = 6 * time.Hour
 )
 
+// maxBatchChunks bounds the chunks of one staging or download round trip,
+// so that tiny chunks cannot make a command or a slice huge.
+const maxBatchChunks = 4096
+
 // Exporter starts, reads and cancels exports. Build it with New; it is safe
 // for concurrent use.
 type Exporter struct {
@@ -122,10 +126,15 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Exporter, error) {
 		return nil, fmt.Errorf("exporter: empty queue name")
 	case e.checker == nil || e.newID == nil || e.log == nil:
 		return nil, fmt.Errorf("exporter: nil permission checker, id generator or logger")
+	case e.activeTTL < time.Second || e.retentionTTL < time.Second:
+		return nil, fmt.Errorf("exporter: active TTL %v and retention TTL %v must be at least 1s", e.activeTTL, e.retentionTTL)
+	case tasks.MaxBackoff(e.maxRetry) >= e.activeTTL:
+		return nil, fmt.Errorf("exporter: %d retries may wait up to %v between attempts, longer than the active TTL %v: the export would expire while its task waits; lower WithMaxRetry or raise WithActiveTTL",
+			e.maxRetry, tasks.MaxBackoff(e.maxRetry).Round(time.Second), e.activeTTL)
 	}
 	// Stage about 4 MiB of chunks per round trip: fewer, larger MULTIs
 	// measured faster than 1 MiB ones (make bench).
-	e.stageBatch = max(1, (4<<20)/e.chunkSize)
+	e.stageBatch = min(max(1, (4<<20)/e.chunkSize), maxBatchChunks)
 	size := e.stageBatch * e.chunkSize
 	e.bufs.New = func() any { b := make([]byte, size); return &b }
 	e.store = storage.New(rdb, storage.WithActiveTTL(e.activeTTL), storage.WithRetentionTTL(e.retentionTTL))

@@ -72,9 +72,10 @@ func (e *Exporter) enqueue(ctx context.Context, id string) error {
 // batch is one round trip's worth of chunks, read and hashed ahead of the
 // Redis write that takes it.
 type batch struct {
-	buf    *[]byte  // the pooled buffer the chunks live in
-	chunks [][]byte // slices of buf
-	err    error    // reader error or size limit, after the chunks
+	buf      *[]byte  // the pooled buffer the chunks live in
+	chunks   [][]byte // slices of buf
+	err      error    // reader error or size limit, after the chunks
+	panicked any      // what r.Read panicked with, if it did
 }
 
 // stage reads r to the end in chunks filled by io.ReadFull, creates the
@@ -83,22 +84,32 @@ type batch struct {
 // Redis, so the two overlap. A source that fits in one batch is created,
 // staged and sealed in one script. created says whether keys exist that
 // a failure must discard.
+//
+// stage returns as soon as ctx ends, even while r.Read blocks: the reading
+// goroutine then exits when that Read returns, without touching Redis, so
+// a caller must not reuse r after a failed start (as with an
+// http.Request's Body). A panic in r.Read is raised again on the caller's
+// goroutine.
 func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) (created bool, err error) {
 	h := sha256.New()
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	batches := make(chan batch, 1)
-	defer func() {
-		// The reader goroutine must be gone before the caller gets r back.
-		cancel()
-		for range batches {
-		}
-	}()
 	// At most three batch buffers per start: one being read, one queued, one
 	// being written. They come from a pool shared by all starts, so a 1 GiB
 	// start does not allocate 1 GiB and a small one allocates nothing.
 	inFlight := make(chan struct{}, 3)
 	go e.readBatches(ctx, r, h, inFlight, batches)
-	for b := range batches {
+	for {
+		var b batch
+		select {
+		case b = <-batches:
+		case <-ctx.Done():
+			return created, ctx.Err()
+		}
+		if b.panicked != nil {
+			panic(b.panicked)
+		}
 		if b.err != nil && b.err != io.EOF {
 			return created, b.err
 		}
@@ -136,14 +147,20 @@ func (e *Exporter) stage(ctx context.Context, rec *storage.Record, r io.Reader) 
 			return created, nil
 		}
 	}
-	return created, ctx.Err()
 }
 
 // readBatches fills batches from r into pooled buffers, at most
 // cap(inFlight) at a time, hashing as it goes, until EOF, an error, the
 // size limit or ctx's end; then it closes out.
 func (e *Exporter) readBatches(ctx context.Context, r io.Reader, h hash.Hash, inFlight chan<- struct{}, out chan<- batch) {
-	defer close(out)
+	defer func() {
+		if p := recover(); p != nil {
+			select {
+			case out <- batch{panicked: p}:
+			case <-ctx.Done(): // the start has returned; nobody to tell
+			}
+		}
+	}()
 	var size int64
 	for {
 		select {

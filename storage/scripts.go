@@ -65,7 +65,8 @@ return {'ok'}
 // data and, when the last chunk lands, completes the export in the same
 // step (COMPLETE, source removed, retention TTL on what remains). Moving,
 // not copying, makes a retry resume exactly at the first chunk not yet
-// appended. Before moving it checks that source and data still hold what
+// appended. A batch is at most 1024 chunks whatever their size, so that
+// tiny chunks cannot make one script block Redis. Before moving it checks that source and data still hold what
 // the counters say (LLEN is O(1)), so a damaged source fails at once.
 // It expects the locals fence, done, copied (bytes so far), total,
 // total_bytes, chunk_size, batch_bytes, now, active_ttl, retention_ttl and
@@ -83,7 +84,7 @@ if redis.call('LLEN', KEYS[2]) ~= total - done or redis.call('LLEN', KEYS[3]) ~=
   refresh()
   return finish('corrupt', 0)
 end
-local want = math.min(math.max(1, math.floor(batch_bytes / math.max(chunk_size, 1))), total - done)
+local want = math.min(math.max(1, math.floor(batch_bytes / math.max(chunk_size, 1))), 1024, total - done)
 local moved, bytes = 0, 0
 for i = 1, want do
   local v = redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')

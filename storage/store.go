@@ -120,7 +120,8 @@ func toInt(v any) int64 {
 	return 0
 }
 
-func ms(d time.Duration) int64 { return d.Milliseconds() }
+// ms converts a TTL to milliseconds, never below one: PEXPIRE 0 deletes.
+func ms(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 
 // Get returns the export's status record, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Record, error) {
@@ -190,11 +191,19 @@ func (s *Store) Stage(ctx context.Context, id string, chunks [][]byte) error {
 	for i, c := range chunks {
 		vals[i] = c
 	}
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.RPush(ctx, k.Source, vals...)
 		p.PExpire(ctx, k.Source, s.activeTTL)
 		return nil
 	})
+	if err != nil && strings.HasPrefix(err.Error(), "EXECABORT") {
+		// Say why the transaction was discarded (OOM, say), not that it was.
+		for _, c := range cmds {
+			if cerr := c.Err(); cerr != nil && !strings.HasPrefix(cerr.Error(), "EXECABORT") {
+				return cerr
+			}
+		}
+	}
 	return err
 }
 

@@ -43,6 +43,18 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	return d + rand.N(d/4+1)
 }
 
+// MaxBackoff is the longest that maxRetry failed attempts can wait between
+// them in all, jitter included: the time an export may sit between
+// attempts without a claim refreshing its TTL.
+func MaxBackoff(maxRetry int) time.Duration {
+	var total time.Duration
+	for n := range maxRetry {
+		d := min(time.Second<<min(n, 9), MaxRetryDelay)
+		total += d + d/4
+	}
+	return total
+}
+
 // permanent reports whether a Redis error cannot succeed on retry: retrying
 // it for hours would only keep the export PENDING.
 func permanent(err error) bool {
@@ -56,5 +68,7 @@ func permanent(err error) bool {
 			return true
 		}
 	}
-	return strings.Contains(msg, "proto-max-bulk-len")
+	// A Lua runtime error in one of our scripts means a damaged record
+	// (a field that is not a number, say): no retry repairs it.
+	return strings.Contains(msg, "proto-max-bulk-len") || strings.Contains(msg, "user_script:")
 }

@@ -30,6 +30,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C kills at once
+	}()
 	// go-redis has one logger per process; its dial-retry lines would
 	// repeat the one error line a failed command prints: debug only.
 	cliutil.RouteRedisLogs(cliutil.NewLogger(os.Stderr, envLevel()), slog.LevelDebug)
@@ -178,7 +182,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, env map[string]string, narg
 		if fs.NArg() < nargs {
 			return cliutil.UsageError("%s: missing argument", fs.Name())
 		}
-		return cliutil.UsageError("%s: unexpected argument %q (flags go before arguments)", fs.Name(), fs.Arg(nargs))
+		return cliutil.UsageError("%s: unexpected argument %s (flags go before arguments)", fs.Name(), cliutil.QuoteArg(fs.Arg(nargs)))
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	switch {
 	case fs.NArg() > 0:
 		fs.Usage()
-		fmt.Fprintf(stderr, "worker: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "worker: unexpected argument %s\n", cliutil.QuoteArg(fs.Arg(0)))
 		return 2
 	case *concurrency <= 0:
 		fmt.Fprintf(stderr, "worker: --concurrency must be positive, not %d\n", *concurrency)

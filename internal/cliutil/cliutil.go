@@ -127,6 +127,24 @@ func RedactURL(rawURL string) string {
 	return u.Redacted()
 }
 
+// QuoteArg quotes a command-line argument for an error message, hiding
+// the password of anything that looks like a URL (a misplaced --redis=URL,
+// say): arguments may hold secrets too.
+func QuoteArg(arg string) string {
+	if !strings.Contains(arg, "://") && !strings.Contains(arg, "@") {
+		return strconv.Quote(arg)
+	}
+	prefix, rest := "", arg
+	if i := strings.Index(arg, "="); i >= 0 && i < strings.Index(arg, "://") {
+		prefix, rest = arg[:i+1], arg[i+1:]
+	}
+	u, err := url.Parse(rest)
+	if err != nil || u.Scheme == "" {
+		return "(an argument not shown: it may hold a password)"
+	}
+	return strconv.Quote(prefix + u.Redacted())
+}
+
 // ParseRedisURL parses a redis://, rediss:// or unix:// URL into client
 // options. Its errors never repeat the URL, which may hold a password.
 func ParseRedisURL(rawURL string) (*redis.Options, error) {

@@ -91,3 +91,17 @@ func TestOneLine(t *testing.T) {
 		t.Errorf("OneLine = %q", got)
 	}
 }
+
+func TestQuoteArgHidesPasswords(t *testing.T) {
+	for in, want := range map[string]string{
+		"extra":                               `"extra"`,
+		"--redis=redis://:s3cret@host:6379/0": `"--redis=redis://:xxxxx@host:6379/0"`,
+		"redis://user:s3cret@host":            `"redis://user:xxxxx@host"`,
+		"rediss://host:6380":                  `"rediss://host:6380"`,
+		"user@host":                           "(an argument not shown: it may hold a password)",
+	} {
+		if got := QuoteArg(in); got != want {
+			t.Errorf("QuoteArg(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -143,9 +143,12 @@ func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
 func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
 func (a asynqLogger) Warn(args ...any) {
 	msg := strings.TrimSpace(fmt.Sprint(args...))
-	if strings.HasPrefix(msg, "revoke task") {
+	if strings.HasPrefix(msg, "revoke task") ||
+		strings.Contains(msg, "could not retry lease expired task") && strings.Contains(msg, "NOT FOUND") {
 		// Every cancelled or already-ended export revokes its task on
-		// purpose; the handler logs the reason.
+		// purpose (the handler logs the reason); and when two workers'
+		// recoverers race for one dead worker's task, the loser finds it
+		// gone. Neither needs an operator.
 		a.l.Debug(msg)
 		return
 	}
