@@ -124,4 +124,3 @@ func TestStartFromAnOpenPipeStopsOnSIGINT(t *testing.T) {
 		}
 	}
 }
-
