@@ -69,6 +69,7 @@ commands:
   status   ID                  print an export's status as JSON
   download [-o FILE] ID        write a COMPLETE export's bytes to FILE or stdout
   cancel   ID                  cancel a queued or running export; print its status
+  serve    [--addr ADDR]       serve the same operations over HTTP (POST/GET/DELETE /exports)
 
 Flags come before arguments; "enqueuer <command> -h" lists a command's flags.
 Exit codes: 0 success, 1 failure, 2 usage error.
@@ -87,6 +88,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"status":   c.status,
 		"download": c.download,
 		"cancel":   c.cancel,
+		"serve":    c.serve,
 	}
 	name, rest := args[0], args[1:]
 	switch name {
