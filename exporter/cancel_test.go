@@ -73,7 +73,7 @@ func assertSettledCancelled(t *testing.T, rdb redis.UniversalClient, e *exporter
 func TestCancelWhileQueuedNeverWritesAByte(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 300<<10)))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestCancelWhileQueuedNeverWritesAByte(t *testing.T) {
 func TestCancelMidStreamStopsTheHandler(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10))
 	events := testkit.NewEvents()
 	testkit.StartWorker(t, rdb, worker.Config{MaxRate: 256 << 10, EventHook: events.Hook})
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 1<<20))) // 4 s at the rate
@@ -129,7 +129,7 @@ func TestCancelMidStreamStopsTheHandler(t *testing.T) {
 func TestCancelHoldsWithoutAsynqsSignal(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10))
 	exporter.SetTaskStopper(e, func(queue, id string) {}) // the signal is lost
 	events := testkit.NewEvents()
 	testkit.StartWorker(t, rdb, worker.Config{MaxRate: 256 << 10, EventHook: events.Hook})
@@ -160,7 +160,7 @@ func TestCancelHoldsWithoutAsynqsSignal(t *testing.T) {
 
 func TestCancelAnswersByState(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	testkit.StartWorker(t, rdb, worker.Config{})
 	ctx := context.Background()
 
@@ -168,12 +168,12 @@ func TestCancelAnswersByState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTerminal(t, e, alice, done.ID, 5*time.Second)
+	testkit.WaitTerminal(t, e, alice, done.ID, 5*time.Second)
 	_, err = e.CancelExport(ctx, alice, done.ID)
 	if !errors.Is(err, exporter.ErrNotCancellable) || !strings.Contains(err.Error(), "COMPLETE") {
 		t.Fatalf("cancel after COMPLETE: err = %v, want ErrNotCancellable naming COMPLETE", err)
 	}
-	if !bytes.Equal(download(t, e, alice, done.ID), []byte("finished")) {
+	if !bytes.Equal(testkit.Download(t, e, alice, done.ID), []byte("finished")) {
 		t.Fatal("a refused cancel damaged a COMPLETE export")
 	}
 
@@ -182,7 +182,7 @@ func TestCancelAnswersByState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTerminal(t, e, bob, failed.ID, 5*time.Second)
+	testkit.WaitTerminal(t, e, bob, failed.ID, 5*time.Second)
 	if err := rdb.HSet(ctx, storage.KeysFor(failed.ID).Status, "state", "FAILED", "error", "test").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestCancelAnswersByState(t *testing.T) {
 	}
 
 	// Owner cancels twice; the second succeeds again and changes nothing.
-	idle := newExporter(t, rdb, exporter.WithQueue("no-worker-serves-this"))
+	idle := testkit.NewExporter(t, rdb, exporter.WithQueue("no-worker-serves-this"))
 	queued := startQueued(t, idle, alice)
 	first, err := e.CancelExport(ctx, alice, queued.ID)
 	if err != nil || first.State != exporter.StateCancelled {
@@ -255,7 +255,7 @@ func TestCancelRaces(t *testing.T) {
 	}
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(1024))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(1024))
 	testkit.StartWorker(t, rdb, worker.Config{Concurrency: 32, BatchBytes: 1024})
 
 	var (

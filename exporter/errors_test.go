@@ -34,7 +34,7 @@ func (r *failingReader) Read(p []byte) (int, error) {
 
 func TestStartExportNeedsThePermission(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	for _, u := range []exporter.User{
 		{ID: "carol"},
 		{ID: "carol", Permissions: []string{"exporter:read", "Exporter"}},
@@ -50,7 +50,7 @@ func TestStartExportNeedsThePermission(t *testing.T) {
 
 func TestStartExportWithCustomPermissions(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb, exporter.WithStartPermission("export:write"),
+	e := testkit.NewExporter(t, rdb, exporter.WithStartPermission("export:write"),
 		exporter.WithPermissionChecker(exporter.PermissionFunc(func(u exporter.User, p string) bool {
 			return u.ID == "svc" && p == "export:write"
 		})))
@@ -79,7 +79,7 @@ func TestStartExportThatFailsPartWayLeavesNoKey(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			_, rdb := testkit.Mini(t)
-			e := newExporter(t, rdb, tc.opts...)
+			e := testkit.NewExporter(t, rdb, tc.opts...)
 			st, err := e.StartExport(context.Background(), alice, tc.r)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -97,7 +97,7 @@ func TestStartExportThatFailsPartWayLeavesNoKey(t *testing.T) {
 
 func TestStartExportAtTheSizeLimitSucceeds(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb, exporter.WithMaxSize(1000), exporter.WithChunkSize(100))
+	e := testkit.NewExporter(t, rdb, exporter.WithMaxSize(1000), exporter.WithChunkSize(100))
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 1000)))
 	if err != nil || st.TotalBytes != 1000 || st.TotalChunks != 10 {
 		t.Fatalf("status %+v, err %v", st, err)
@@ -106,7 +106,7 @@ func TestStartExportAtTheSizeLimitSucceeds(t *testing.T) {
 
 func TestStartExportWithACancelledContextLeavesNoKey(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &cancelAfter{r: bytes.NewReader(make([]byte, 4<<20)), after: 2 << 20, cancel: cancel}
 	if _, err := e.StartExport(ctx, alice, r); !errors.Is(err, context.Canceled) {
@@ -142,7 +142,7 @@ func TestBrokenIDGeneratorFailsLoudly(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, rdb := testkit.Mini(t)
-			e := newExporter(t, rdb, exporter.WithIDGenerator(gen))
+			e := testkit.NewExporter(t, rdb, exporter.WithIDGenerator(gen))
 			_, err := e.StartExport(context.Background(), alice, strings.NewReader("x"))
 			if err == nil || !strings.Contains(err.Error(), "not a canonical UUID") {
 				t.Fatalf("err = %v, want a 'not a canonical UUID' error", err)
@@ -152,7 +152,7 @@ func TestBrokenIDGeneratorFailsLoudly(t *testing.T) {
 	}
 	t.Run("repeated id", func(t *testing.T) {
 		_, rdb := testkit.Mini(t)
-		e := newExporter(t, rdb, exporter.WithIDGenerator(func() string { return fixed }))
+		e := testkit.NewExporter(t, rdb, exporter.WithIDGenerator(func() string { return fixed }))
 		first, err := e.StartExport(context.Background(), alice, strings.NewReader("first"))
 		if err != nil || first.ID != fixed {
 			t.Fatalf("first start: %+v, %v", first, err)
@@ -171,7 +171,7 @@ func TestBrokenIDGeneratorFailsLoudly(t *testing.T) {
 
 func TestMalformedIDsNeverReachRedis(t *testing.T) {
 	m, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	good := uuid.NewString()
 	ids := []string{
 		"", "../x", "*", "{", "}", "export:*", strings.ToUpper(good), "{" + good + "}",
@@ -202,7 +202,7 @@ func TestMalformedIDsNeverReachRedis(t *testing.T) {
 
 func TestUnknownIDIsNotFound(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	id := uuid.NewString()
 	_, err := e.GetExportStatus(context.Background(), alice, id)
 	if !errors.Is(err, exporter.ErrNotFound) || !strings.Contains(err.Error(), "no export found for id: "+id) {
@@ -219,7 +219,7 @@ func TestUnknownIDIsNotFound(t *testing.T) {
 
 func TestOnlyTheOwnerOrAnAdminSeesAnExport(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	st, err := e.StartExport(context.Background(), alice, strings.NewReader("alice's data"))
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +251,7 @@ func TestOnlyTheOwnerOrAnAdminSeesAnExport(t *testing.T) {
 func TestAChunkOverRedisBulkLimitFailsTheStartAndLeavesNoKey(t *testing.T) {
 	srv := testkit.StartRedis(t, "--proto-max-bulk-len", "1mb")
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(2<<20))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(2<<20))
 	_, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 5<<20)))
 	if err == nil || !strings.Contains(err.Error(), "staging source") {
 		t.Fatalf("err = %v, want a staging error", err)
@@ -259,7 +259,7 @@ func TestAChunkOverRedisBulkLimitFailsTheStartAndLeavesNoKey(t *testing.T) {
 	t.Logf("start with 2 MiB chunks on a 1 MB proto-max-bulk-len: %v", err)
 	testkit.AssertNoKeys(t, rdb)
 	// The same Redis takes chunks under its limit.
-	small := newExporter(t, rdb, exporter.WithChunkSize(512<<10))
+	small := testkit.NewExporter(t, rdb, exporter.WithChunkSize(512<<10))
 	if _, err := small.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 5<<20))); err != nil {
 		t.Fatalf("start with 512 KiB chunks: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 func TestCancelWhileTheWorkerIsFrozenLandsNoByte(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("frozen"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("frozen"))
 	w := testkit.StartWorkerProcess(t, "--redis", "redis://"+srv.Addr, "--queue", "frozen", "--max-rate", "262144", "--log-level", "info")
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 2<<20))) // 8 s at the rate
 	if err != nil {

@@ -43,7 +43,7 @@ func pollStates(t *testing.T, e *exporter.Exporter, id string, every time.Durati
 
 func TestAPollerSeesCreatedPendingComplete(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(1024))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(1024))
 	in := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(in))
 	if err != nil {
@@ -79,7 +79,7 @@ func TestAPollerSeesCreatedPendingComplete(t *testing.T) {
 			t.Fatalf("%s TTL = %v after COMPLETE, want the 1 h retention", key, ttl)
 		}
 	}
-	if !bytes.Equal(download(t, e, alice, st.ID), in) {
+	if !bytes.Equal(testkit.Download(t, e, alice, st.ID), in) {
 		t.Fatal("downloaded bytes differ from the source")
 	}
 }
@@ -104,7 +104,7 @@ func TestAStagedChunkThatDisappearsFailsTheExport(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, rdb := testkit.Mini(t)
-			e := newExporter(t, rdb, exporter.WithChunkSize(1024))
+			e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(1024))
 			in := bytes.Repeat([]byte("x"), 64<<10)
 			st, err := e.StartExport(context.Background(), alice, bytes.NewReader(in))
 			if err != nil {
@@ -115,7 +115,7 @@ func TestAStagedChunkThatDisappearsFailsTheExport(t *testing.T) {
 			if err := damage(rdb, storage.KeysFor(st.ID)); err != nil {
 				t.Fatal(err)
 			}
-			end := waitTerminal(t, e, alice, st.ID, 10*time.Second)
+			end := testkit.WaitTerminal(t, e, alice, st.ID, 10*time.Second)
 			if end.State != exporter.StateFailed || !strings.Contains(end.Error, "staged source damaged") {
 				t.Fatalf("final status %+v, want FAILED with 'staged source damaged'", end)
 			}
@@ -191,7 +191,7 @@ func TestAnExportOver512MiBCompletesOnRealRedis(t *testing.T) {
 	}
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	testkit.StartWorker(t, rdb, worker.Config{})
 	const size = 513<<20 + 7 // past a Redis string's 512 MB cap, and not a whole number of chunks
 	h := sha256.New()
@@ -205,7 +205,7 @@ func TestAnExportOver512MiBCompletesOnRealRedis(t *testing.T) {
 	if st.TotalBytes != size || st.SHA256 != want {
 		t.Fatalf("staged %d bytes with sha %s, want %d and %s", st.TotalBytes, st.SHA256, size, want)
 	}
-	end := waitTerminal(t, e, alice, st.ID, 5*time.Minute)
+	end := testkit.WaitTerminal(t, e, alice, st.ID, 5*time.Minute)
 	total := time.Since(start)
 	if end.State != exporter.StateComplete || end.BytesCopied != size {
 		t.Fatalf("final status %+v", end)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/exportsvc/exportsvc/exporter"
 	"github.com/exportsvc/exportsvc/internal/testkit"
 	"github.com/exportsvc/exportsvc/internal/worker"
-	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -23,48 +21,6 @@ var (
 	bob   = exporter.User{ID: "bob", Permissions: []string{exporter.PermissionExport}}
 	admin = exporter.User{ID: "root", Permissions: []string{exporter.PermissionAdmin}}
 )
-
-func newExporter(t *testing.T, rdb redis.UniversalClient, opts ...exporter.Option) *exporter.Exporter {
-	t.Helper()
-	e, err := exporter.New(rdb, append([]exporter.Option{exporter.WithLogger(testkit.Logger())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-// waitTerminal polls until the export reaches a terminal state.
-func waitTerminal(t *testing.T, e *exporter.Exporter, u exporter.User, id string, within time.Duration) exporter.Status {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st, err := e.GetExportStatus(context.Background(), u, id)
-		if err != nil {
-			t.Fatalf("status of %s: %v", id, err)
-		}
-		if st.State.Terminal() {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("export %s still %s after %v (%d/%d chunks)", id, st.State, within, st.Chunks, st.TotalChunks)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func download(t *testing.T, e *exporter.Exporter, u exporter.User, id string) []byte {
-	t.Helper()
-	rc, err := e.OpenExportData(context.Background(), u, id)
-	if err != nil {
-		t.Fatalf("open data of %s: %v", id, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatalf("read data of %s: %v", id, err)
-	}
-	return b
-}
 
 func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
 
@@ -90,7 +46,7 @@ func TestRoundTripIsByteIdentical(t *testing.T) {
 			t.Run(name+"/chunk "+itoa(chunk), func(t *testing.T) {
 				t.Parallel()
 				_, rdb := testkit.Mini(t)
-				e := newExporter(t, rdb, exporter.WithChunkSize(chunk))
+				e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(chunk))
 				testkit.StartWorker(t, rdb, worker.Config{})
 				st, err := e.StartExport(context.Background(), alice, bytes.NewReader(in))
 				if err != nil {
@@ -103,11 +59,11 @@ func TestRoundTripIsByteIdentical(t *testing.T) {
 				if st.TotalChunks != int64(wantChunks) {
 					t.Fatalf("total chunks = %d, want %d", st.TotalChunks, wantChunks)
 				}
-				end := waitTerminal(t, e, alice, st.ID, 20*time.Second)
+				end := testkit.WaitTerminal(t, e, alice, st.ID, 20*time.Second)
 				if end.State != exporter.StateComplete || end.BytesCopied != int64(len(in)) || end.Chunks != int64(wantChunks) {
 					t.Fatalf("end status = %+v", end)
 				}
-				got := download(t, e, alice, st.ID)
+				got := testkit.Download(t, e, alice, st.ID)
 				if !bytes.Equal(got, in) {
 					t.Fatalf("downloaded %d bytes (sha %s), want %d (sha %s)", len(got), sum(got), len(in), sum(in))
 				}

@@ -43,7 +43,7 @@ func TestAWorkerShutDownLeavesNoGoroutineOrConnection(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	probe := srv.Client(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("leak"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("leak"))
 	base := runtime.NumGoroutine()
 	wrdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ClientName: "attack-worker"})
 	w := worker.New(wrdb, worker.Config{Queue: "leak", MaxRate: 1 << 20, TaskCheckInterval: 10 * time.Millisecond, Logger: testkit.Logger()})
@@ -62,7 +62,7 @@ func TestAWorkerShutDownLeavesNoGoroutineOrConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitTerminal(t, e, done.ID, 10*time.Second)
+	testkit.WaitTerminal(t, e, admin, done.ID, 10*time.Second)
 	waitChunks(t, e, cancelled.ID, 4, 10*time.Second)
 	if _, err := e.CancelExport(context.Background(), alice, cancelled.ID); err != nil {
 		t.Fatal(err)
@@ -102,14 +102,14 @@ func TestAWorkerShutDownLeavesNoGoroutineOrConnection(t *testing.T) {
 func TestTheDownloadReaderIsAProperReaderAndFailsOnExpiry(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(64<<10), exporter.WithQueue("dl"), exporter.WithRetentionTTL(1500*time.Millisecond))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(64<<10), exporter.WithQueue("dl"), exporter.WithRetentionTTL(1500*time.Millisecond))
 	testkit.StartWorker(t, rdb, worker.Config{Queue: "dl"})
 	src := randomBytes(3_000_003, 9) // three 1 MiB fetches
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if end := waitTerminal(t, e, st.ID, 10*time.Second); end.State != exporter.StateComplete {
+	if end := testkit.WaitTerminal(t, e, admin, st.ID, 10*time.Second); end.State != exporter.StateComplete {
 		t.Fatalf("ended %s", end.State)
 	}
 	rc, err := e.OpenExportData(context.Background(), alice, st.ID)

@@ -83,7 +83,7 @@ func (w *ttlWatch) check(t *testing.T) {
 func TestNoExportKeyEverLacksATTL(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("ttl"), exporter.WithMaxSize(8<<20))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("ttl"), exporter.WithMaxSize(8<<20))
 	watch := watchTTLs(srv.Client(t))
 
 	flushCtx, stopFlush := context.WithCancel(context.Background())
@@ -133,7 +133,7 @@ func TestNoExportKeyEverLacksATTL(t *testing.T) {
 	}
 	want := map[int]exporter.State{5: exporter.StateCancelled, 6: exporter.StateFailed, 7: exporter.StateCancelled}
 	for i, id := range ids {
-		end := waitTerminal(t, e, id, 20*time.Second)
+		end := testkit.WaitTerminal(t, e, admin, id, 20*time.Second)
 		w, ok := want[i]
 		if !ok {
 			w = exporter.StateComplete
@@ -143,7 +143,7 @@ func TestNoExportKeyEverLacksATTL(t *testing.T) {
 			continue
 		}
 		if w == exporter.StateComplete {
-			if got := download(t, e, id); !bytes.Equal(got, srcs[i]) {
+			if got := testkit.Download(t, e, admin, id); !bytes.Equal(got, srcs[i]) {
 				t.Errorf("export %d: %d bytes downloaded, want %d", i, len(got), len(srcs[i]))
 			}
 		}
@@ -175,7 +175,7 @@ func TestKeysTamperedWithUnderTheWorker(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("tamper"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("tamper"))
 	ids := make([]string, 4)
 	srcs := make([][]byte, 4)
 	for i := range ids {
@@ -197,7 +197,7 @@ func TestKeysTamperedWithUnderTheWorker(t *testing.T) {
 	rdb.Persist(ctx, k(3).Data)
 
 	deadline := time.Now().Add(15 * time.Second)
-	for taskState(t, rdb, "tamper", ids[0]) != "" {
+	for testkit.TaskState(t, rdb, "tamper", ids[0]) != "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the task of the export whose record was deleted is still there")
 		}
@@ -207,7 +207,7 @@ func TestKeysTamperedWithUnderTheWorker(t *testing.T) {
 		t.Errorf("deleted record: %v", err)
 	}
 	for i, want := range map[int]exporter.State{1: exporter.StateFailed, 2: exporter.StateFailed, 3: exporter.StateComplete} {
-		end := waitTerminal(t, e, ids[i], 15*time.Second)
+		end := testkit.WaitTerminal(t, e, admin, ids[i], 15*time.Second)
 		if end.State != want {
 			t.Errorf("export %d ended %s (%s), want %s", i, end.State, end.Error, want)
 		}
@@ -217,7 +217,7 @@ func TestKeysTamperedWithUnderTheWorker(t *testing.T) {
 			}
 		}
 	}
-	if got := download(t, e, ids[3]); !bytes.Equal(got, srcs[3]) {
+	if got := testkit.Download(t, e, admin, ids[3]); !bytes.Equal(got, srcs[3]) {
 		t.Errorf("the export whose data was PERSISTed: %d bytes, want %d", len(got), len(srcs[3]))
 	}
 	testkit.AssertTTLs(t, rdb)
@@ -231,9 +231,9 @@ func TestExportsSurviveKilledConnections(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("kill"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("kill"))
 	testkit.StartWorker(t, rdb, worker.Config{Queue: "kill", MaxRate: 1 << 20, Concurrency: 4})
-	admin := srv.Client(t)
+	killer := srv.Client(t)
 	stop := make(chan struct{})
 	killed := make(chan int)
 	go func() {
@@ -245,7 +245,7 @@ func TestExportsSurviveKilledConnections(t *testing.T) {
 				return
 			case <-time.After(150 * time.Millisecond):
 			}
-			if c, err := admin.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Result(); err == nil {
+			if c, err := killer.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Result(); err == nil {
 				n += int(c)
 			}
 		}
@@ -273,12 +273,12 @@ func TestExportsSurviveKilledConnections(t *testing.T) {
 		t.Fatal("no export started")
 	}
 	for _, x := range exports {
-		end := waitTerminal(t, e, x.id, 30*time.Second)
+		end := testkit.WaitTerminal(t, e, admin, x.id, 30*time.Second)
 		if end.State != exporter.StateComplete {
 			t.Errorf("export %s ended %s: %s", x.id, end.State, end.Error)
 			continue
 		}
-		if got := download(t, e, x.id); !bytes.Equal(got, x.src) {
+		if got := testkit.Download(t, e, admin, x.id); !bytes.Equal(got, x.src) {
 			t.Errorf("export %s: %d bytes, want %d", x.id, len(got), len(x.src))
 		}
 	}
@@ -307,7 +307,7 @@ func TestExportsSurviveKilledConnections(t *testing.T) {
 func TestStartExportIntoAFullRedisSaysRedisIsFull(t *testing.T) {
 	srv := testkit.StartRedis(t, "--maxmemory", "24mb")
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithQueue("oom"))
+	e := testkit.NewExporter(t, rdb, exporter.WithQueue("oom"))
 	_, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 40<<20)))
 	if err == nil || !strings.Contains(err.Error(), "OOM") {
 		t.Errorf("40 MiB into a 24 MB Redis: err = %v, want Redis's OOM error in it", err)
@@ -329,7 +329,7 @@ func TestADamagedRecordFailsTheExportAtOnce(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	e := newExporter(t, rdb, exporter.WithQueue("damaged"))
+	e := testkit.NewExporter(t, rdb, exporter.WithQueue("damaged"))
 	st, err := e.StartExport(ctx, alice, bytes.NewReader(make([]byte, 1000)))
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +349,7 @@ func TestADamagedRecordFailsTheExportAtOnce(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("3 s after a worker took it, the export with a damaged record is still %s (error %q); its task is %s",
-				s.State, s.Error, taskState(t, rdb, "damaged", st.ID))
+				s.State, s.Error, testkit.TaskState(t, rdb, "damaged", st.ID))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

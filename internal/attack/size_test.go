@@ -21,7 +21,7 @@ func TestSizesOnEveryStagingBoundaryRoundTrip(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	const chunk = 4 << 10 // staging batch: 1024 chunks; one-script start: at most 256
-	e := newExporter(t, rdb, exporter.WithChunkSize(chunk), exporter.WithQueue("sizes"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(chunk), exporter.WithQueue("sizes"))
 	testkit.StartWorker(t, rdb, worker.Config{Queue: "sizes", Concurrency: 8})
 	var sizes []int
 	for _, b := range []int{0, chunk, 256 * chunk, 1024 * chunk, 2048 * chunk} {
@@ -48,11 +48,11 @@ func TestSizesOnEveryStagingBoundaryRoundTrip(t *testing.T) {
 		all = append(all, started{st.ID, src})
 	}
 	for _, x := range all {
-		if end := waitTerminal(t, e, x.id, 20*time.Second); end.State != exporter.StateComplete {
+		if end := testkit.WaitTerminal(t, e, admin, x.id, 20*time.Second); end.State != exporter.StateComplete {
 			t.Errorf("%d bytes: ended %s: %s", len(x.src), end.State, end.Error)
 			continue
 		}
-		if got := download(t, e, x.id); !bytes.Equal(got, x.src) {
+		if got := testkit.Download(t, e, admin, x.id); !bytes.Equal(got, x.src) {
 			t.Errorf("%d bytes: downloaded %d", len(x.src), len(got))
 		}
 	}
@@ -71,13 +71,13 @@ func TestDownloadMemoryDoesNotScaleWithTheExport(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	const chunk, size = 8 << 20, 128 << 20
-	e := newExporter(t, rdb, exporter.WithChunkSize(chunk), exporter.WithQueue("bigchunks"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(chunk), exporter.WithQueue("bigchunks"))
 	testkit.StartWorker(t, rdb, worker.Config{Queue: "bigchunks"})
 	st, err := e.StartExport(context.Background(), alice, io.LimitReader(zeros{}, size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if end := waitTerminal(t, e, st.ID, 30*time.Second); end.State != exporter.StateComplete {
+	if end := testkit.WaitTerminal(t, e, admin, st.ID, 30*time.Second); end.State != exporter.StateComplete {
 		t.Fatalf("ended %s: %s", end.State, end.Error)
 	}
 	runtime.GC()

@@ -53,7 +53,7 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 // io.Closer), leaving no key behind.
 func TestStartExportReturnsWhenItsContextEndsWhileTheReaderBlocks(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	r := &blockingReader{n: 100 << 10, release: make(chan struct{}), reading: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -98,7 +98,7 @@ func (panicReader) Read([]byte) (int, error) { panic("reader exploded") }
 func TestAPanickingReaderDoesNotCrashTheCallersProcess(t *testing.T) {
 	if os.Getenv("ATTACK_PANIC_CHILD") == "1" {
 		_, rdb := testkit.Mini(t)
-		e := newExporter(t, rdb)
+		e := testkit.NewExporter(t, rdb)
 		recovered := func() (r any) {
 			defer func() { r = recover() }()
 			_, err := e.StartExport(context.Background(), alice, panicReader{})
@@ -174,7 +174,7 @@ func settleGoroutines(want int, within time.Duration) int {
 func TestStartExportLeaksNoGoroutineAndNoKey(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithMaxSize(6<<20))
+	e := testkit.NewExporter(t, rdb, exporter.WithMaxSize(6<<20))
 	boom := errors.New("boom")
 	// Warm up the client's pool and any lazily started goroutine.
 	if _, err := e.StartExport(context.Background(), alice, bytes.NewReader([]byte("warm"))); err != nil {
@@ -217,7 +217,7 @@ func TestStartExportLeaksNoGoroutineAndNoKey(t *testing.T) {
 
 	// Redis goes away in the middle of a multi-batch start.
 	dead := srv.Client(t)
-	e2 := newExporter(t, dead)
+	e2 := testkit.NewExporter(t, dead)
 	r := &hookReader{n: 12 << 20, at: 6 << 20, hook: srv.Kill}
 	if _, err := e2.StartExport(context.Background(), alice, r); err == nil {
 		t.Error("StartExport succeeded although Redis died half way")
@@ -259,7 +259,7 @@ func (r *hookReader) Read(p []byte) (int, error) {
 // costs a tiny allocation at any chunk size New accepts.
 func TestATinyExportWithTinyChunksAllocatesLittle(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(1))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(1))
 	if _, err := e.StartExport(context.Background(), alice, bytes.NewReader([]byte("warm"))); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestTheRetryBudgetFitsInTheActiveTTL(t *testing.T) {
 // compared verbatim: the owner sees the export, another user does not.
 func TestOddUserIDsOwnTheirExports(t *testing.T) {
 	_, rdb := testkit.Mini(t)
-	e := newExporter(t, rdb)
+	e := testkit.NewExporter(t, rdb)
 	ids := []string{"a\nb", "nul\x00byte", `"}{*?[]`, "export:{x}", "0b6f3c4e-9f1a-4d2b-8c3e-5a7d9e1f2b3c", "é\u202eevil", strings.Repeat("u", 64<<10), " "}
 	for _, id := range ids {
 		u := alice

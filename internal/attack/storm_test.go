@@ -28,7 +28,7 @@ func TestCancelsDuringWorkerChurnHold(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("storm"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("storm"))
 	watch := watchTTLs(srv.Client(t))
 
 	const n = 24
@@ -98,7 +98,7 @@ func TestCancelsDuringWorkerChurnHold(t *testing.T) {
 
 	var cancelled []string
 	for i, id := range ids {
-		end := waitTerminal(t, e, id, 30*time.Second)
+		end := testkit.WaitTerminal(t, e, admin, id, 30*time.Second)
 		a := acks[i]
 		switch {
 		case a != nil && a.err == nil:
@@ -115,7 +115,7 @@ func TestCancelsDuringWorkerChurnHold(t *testing.T) {
 		default:
 			if end.State != exporter.StateComplete {
 				t.Errorf("export %d: ended %s (%s), want COMPLETE", i, end.State, end.Error)
-			} else if got := download(t, e, id); !bytes.Equal(got, srcs[i]) {
+			} else if got := testkit.Download(t, e, admin, id); !bytes.Equal(got, srcs[i]) {
 				t.Errorf("export %d: %d bytes downloaded, want %d", i, len(got), len(srcs[i]))
 			}
 		}
@@ -125,9 +125,9 @@ func TestCancelsDuringWorkerChurnHold(t *testing.T) {
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for _, id := range cancelled {
-		for taskState(t, rdb, "storm", id) != "" {
+		for testkit.TaskState(t, rdb, "storm", id) != "" {
 			if time.Now().After(deadline) {
-				t.Fatalf("the task of cancelled export %s is still %s", id, taskState(t, rdb, "storm", id))
+				t.Fatalf("the task of cancelled export %s is still %s", id, testkit.TaskState(t, rdb, "storm", id))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -27,7 +27,7 @@ import (
 func TestCancelAfterTheWorkerWasKilledHolds(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("killed"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("killed"))
 	w := testkit.StartWorkerProcess(t, "--redis", "redis://"+srv.Addr, "--queue", "killed", "--max-rate", "262144")
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(make([]byte, 4<<20)))
 	if err != nil {
@@ -48,7 +48,7 @@ func TestCancelAfterTheWorkerWasKilledHolds(t *testing.T) {
 		t.Fatal("data or source exists right after the cancel")
 	}
 	time.Sleep(3 * time.Second) // a healthy worker polls every 100 ms; the dead one's task stays active
-	if s := taskState(t, rdb, "killed", st.ID); s != "active" && s != "" {
+	if s := testkit.TaskState(t, rdb, "killed", st.ID); s != "active" && s != "" {
 		t.Fatalf("the killed worker's task is %s, want active (until asynq recovers it) or gone", s)
 	}
 	if n := rdb.Exists(context.Background(), k.Data, k.Source).Val(); n != 0 {
@@ -74,7 +74,7 @@ func TestCancelAfterTheWorkerWasKilledHolds(t *testing.T) {
 func TestOneBatchIsAboutAMillisecondOfRedisTimeWhateverTheChunkSize(t *testing.T) {
 	srv := testkit.StartRedis(t, "--slowlog-log-slower-than", "50000", "--slowlog-max-len", "1000")
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(1), exporter.WithQueue("tiny"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(1), exporter.WithQueue("tiny"))
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(randomBytes(1<<20, 7)))
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestOneBatchIsAboutAMillisecondOfRedisTimeWhateverTheChunkSize(t *testing.T
 		t.Fatal(err)
 	}
 	testkit.StartWorker(t, rdb, worker.Config{Queue: "tiny"})
-	if end := waitTerminal(t, e, st.ID, 30*time.Second); end.State != exporter.StateComplete {
+	if end := testkit.WaitTerminal(t, e, admin, st.ID, 30*time.Second); end.State != exporter.StateComplete {
 		t.Fatalf("ended %s: %s", end.State, end.Error)
 	}
 	logs, err := rdb.SlowLogGet(context.Background(), 1000).Result()
@@ -105,7 +105,7 @@ func TestOneBatchIsAboutAMillisecondOfRedisTimeWhateverTheChunkSize(t *testing.T
 func TestTwoTasksOnOneExportStillCopyItExactlyOnce(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("dup"))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithQueue("dup"))
 	src := randomBytes(1<<20, 11)
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(src))
 	if err != nil {
@@ -120,11 +120,11 @@ func TestTwoTasksOnOneExportStillCopyItExactlyOnce(t *testing.T) {
 	for range 2 {
 		testkit.StartWorker(t, rdb, worker.Config{Queue: "dup", MaxRate: 1 << 20, Concurrency: 1, EventHook: ev.Hook})
 	}
-	end := waitTerminal(t, e, st.ID, 30*time.Second)
+	end := testkit.WaitTerminal(t, e, admin, st.ID, 30*time.Second)
 	if end.State != exporter.StateComplete {
 		t.Fatalf("ended %s: %s", end.State, end.Error)
 	}
-	if got := download(t, e, st.ID); !bytes.Equal(got, src) {
+	if got := testkit.Download(t, e, admin, st.ID); !bytes.Equal(got, src) {
 		t.Fatalf("data %d bytes sha %s, source %d bytes sha %s", len(got), sum(got), len(src), sum(src))
 	}
 	claims := 0

@@ -22,48 +22,7 @@ import (
 
 var alice = exporter.User{ID: "alice", Permissions: []string{exporter.PermissionExport}}
 
-func newExporter(t *testing.T, rdb redis.UniversalClient, opts ...exporter.Option) *exporter.Exporter {
-	t.Helper()
-	e, err := exporter.New(rdb, append([]exporter.Option{exporter.WithLogger(testkit.Logger())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-func waitState(t *testing.T, e *exporter.Exporter, id string, within time.Duration, ok func(exporter.Status) bool) exporter.Status {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st, err := e.GetExportStatus(context.Background(), alice, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("export %s: condition not met within %v; last status %+v", id, within, st)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func terminal(st exporter.Status) bool { return st.State.Terminal() }
-
-func downloaded(t *testing.T, e *exporter.Exporter, id string) []byte {
-	t.Helper()
-	rc, err := e.OpenExportData(context.Background(), alice, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(rc); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
 
 func source(n int) []byte {
 	b := make([]byte, n)
@@ -76,7 +35,7 @@ func source(n int) []byte {
 func TestShutdownHandsTheExportBackWithoutSpendingARetry(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10))
 	events := testkit.NewEvents()
 	cfg := worker.Config{MaxRate: 512 << 10, EventHook: events.Hook, DelayedInterval: time.Second, TaskCheckInterval: 100 * time.Millisecond}
 	w1 := worker.New(rdb, withLogger(cfg))
@@ -88,7 +47,7 @@ func TestShutdownHandsTheExportBackWithoutSpendingARetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied >= 200<<10 })
+	testkit.WaitStatus(t, e, alice, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied >= 200<<10 })
 
 	stopAt := time.Now()
 	w1.Shutdown() // what SIGTERM does in cmd/worker
@@ -105,8 +64,8 @@ func TestShutdownHandsTheExportBackWithoutSpendingARetry(t *testing.T) {
 
 	testkit.StartWorker(t, rdb, cfg) // another worker, with cmd/worker's 1 s forwarding
 	claim := waitEvent(t, events, st.ID, tasks.EventClaimed, 2, 5*time.Second)
-	end := waitState(t, e, st.ID, 10*time.Second, terminal)
-	if end.State != exporter.StateComplete || end.Attempts != 2 || !bytes.Equal(downloaded(t, e, st.ID), in) {
+	end := testkit.WaitStatus(t, e, alice, st.ID, 10*time.Second, terminal)
+	if end.State != exporter.StateComplete || end.Attempts != 2 || !bytes.Equal(testkit.Download(t, e, alice, st.ID), in) {
 		t.Fatalf("after the resume: %+v", end)
 	}
 	testkit.AssertTTLs(t, rdb)
@@ -143,7 +102,7 @@ func withLogger(cfg worker.Config) worker.Config {
 func TestAHandBackWithNoRetryLeftIsRequeuedByTheSweeper(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithMaxRetry(0))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(4<<10), exporter.WithMaxRetry(0))
 	events := testkit.NewEvents()
 	cfg := worker.Config{MaxRate: 512 << 10, EventHook: events.Hook, SweepInterval: 200 * time.Millisecond}
 	w1 := worker.New(rdb, withLogger(cfg))
@@ -155,7 +114,7 @@ func TestAHandBackWithNoRetryLeftIsRequeuedByTheSweeper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied > 0 })
+	testkit.WaitStatus(t, e, alice, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied > 0 })
 	w1.Shutdown()
 	// With no retry left asynq archives a handed-back task.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -163,8 +122,8 @@ func TestAHandBackWithNoRetryLeftIsRequeuedByTheSweeper(t *testing.T) {
 		t.Fatalf("task after the hand-back: %+v, %v; want archived", info, err)
 	}
 	testkit.StartWorker(t, rdb, cfg)
-	end := waitState(t, e, st.ID, 10*time.Second, terminal)
-	if end.State != exporter.StateComplete || !bytes.Equal(downloaded(t, e, st.ID), in) {
+	end := testkit.WaitStatus(t, e, alice, st.ID, 10*time.Second, terminal)
+	if end.State != exporter.StateComplete || !bytes.Equal(testkit.Download(t, e, alice, st.ID), in) {
 		t.Fatalf("after the sweep: %+v", end)
 	}
 	testkit.AssertTTLs(t, rdb)
@@ -206,7 +165,7 @@ func (f *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func TestAnExportFailsWithTheLastErrorWhenRetriesAreSpent(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	callers := srv.Client(t)
-	e := newExporter(t, callers, exporter.WithMaxRetry(2))
+	e := testkit.NewExporter(t, callers, exporter.WithMaxRetry(2))
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(source(100<<10)))
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +175,7 @@ func TestAnExportFailsWithTheLastErrorWhenRetriesAreSpent(t *testing.T) {
 	workers.AddHook(hook)
 	events := testkit.NewEvents()
 	testkit.StartWorker(t, workers, worker.Config{EventHook: events.Hook})
-	end := waitState(t, e, st.ID, 30*time.Second, terminal) // backoff: about 1 s, then 2 s
+	end := testkit.WaitStatus(t, e, alice, st.ID, 30*time.Second, terminal) // backoff: about 1 s, then 2 s
 	if end.State != exporter.StateFailed || !strings.Contains(end.Error, "retries exhausted (2)") || !strings.Contains(end.Error, "connection reset") {
 		t.Fatalf("final status %+v, want FAILED with the last error", end)
 	}
@@ -238,21 +197,21 @@ func TestAFullRedisFailsTheExportAtOnceAndFreesItsMemory(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
-	e := newExporter(t, rdb, exporter.WithChunkSize(16<<10))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(16<<10))
 	events := testkit.NewEvents()
 	testkit.StartWorker(t, rdb, worker.Config{MaxRate: 1 << 20, EventHook: events.Hook})
 	st, err := e.StartExport(ctx, alice, bytes.NewReader(source(2<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied > 0 })
+	testkit.WaitStatus(t, e, alice, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied > 0 })
 	// Redis is full: maxmemory far below what it holds. Under noeviction
 	// every script whose first write grows memory is refused from now on.
 	if err := rdb.ConfigSet(ctx, "maxmemory", "1mb").Err(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.ConfigSet(context.Background(), "maxmemory", "0") })
-	end := waitState(t, e, st.ID, 5*time.Second, terminal)
+	end := testkit.WaitStatus(t, e, alice, st.ID, 5*time.Second, terminal)
 	if end.State != exporter.StateFailed || !strings.Contains(end.Error, "OOM") || end.Attempts != 1 {
 		t.Fatalf("final status %+v, want FAILED for OOM after one attempt", end)
 	}
@@ -271,17 +230,17 @@ func TestAFullRedisFailsTheExportAtOnceAndFreesItsMemory(t *testing.T) {
 func TestAnExportSurvivesARedisRestart(t *testing.T) {
 	srv := testkit.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	rdb := srv.Client(t)
-	e := newExporter(t, rdb, exporter.WithChunkSize(8<<10))
+	e := testkit.NewExporter(t, rdb, exporter.WithChunkSize(8<<10))
 	testkit.StartWorker(t, rdb, worker.Config{MaxRate: 512 << 10})
 	in := source(1 << 20)
 	st, err := e.StartExport(context.Background(), alice, bytes.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, e, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied >= 128<<10 })
+	testkit.WaitStatus(t, e, alice, st.ID, 5*time.Second, func(s exporter.Status) bool { return s.BytesCopied >= 128<<10 })
 	srv.Restart(t) // SIGKILL, then the same port and AOF
-	end := waitState(t, e, st.ID, 60*time.Second, terminal)
-	if end.State != exporter.StateComplete || !bytes.Equal(downloaded(t, e, st.ID), in) {
+	end := testkit.WaitStatus(t, e, alice, st.ID, 60*time.Second, terminal)
+	if end.State != exporter.StateComplete || !bytes.Equal(testkit.Download(t, e, alice, st.ID), in) {
 		t.Fatalf("after the restart: %+v", end)
 	}
 	testkit.AssertTTLs(t, rdb)
