@@ -118,7 +118,7 @@ func (r *run) process(ctx context.Context) error {
 	if err != nil {
 		return r.refused(ctx, "claim", err)
 	}
-	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks", pr.Chunks, "retried", r.retry)
+	r.log.Info("export claimed", "event", "claimed", "fence", pr.Fence, "chunks_copied", pr.Chunks, "retried", r.retry)
 	r.emit(EventClaimed, pr.Bytes, nil)
 	startBytes := pr.Bytes - pr.Moved // bytes of earlier attempts are not this one's work
 	throttle := newThrottle(r.h.maxRate)
