@@ -184,7 +184,7 @@ func TestStartWaitFailsUnlessComplete(t *testing.T) {
 	_, rdb := testkit.Mini(t)
 	testkit.StartWorker(t, rdb, worker.Config{MaxRate: 20 << 10})
 	url := "redis://" + rdb.Options().Addr + "/0"
-	stdout := &syncBuffer{}
+	stdout := &testkit.SyncBuffer{}
 	var errb bytes.Buffer
 	done := make(chan int)
 	go func() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -195,26 +196,20 @@ func progress(st exporter.Status) string {
 }
 
 func (c *cli) status(args []string) error {
-	fs := c.newFlags("status", "ID", "Prints the export's status as indented JSON.")
-	cf := addConnFlags(fs)
-	if err := c.parse(fs, args, cf.env, 1); err != nil {
-		return err
-	}
-	e, u, closeRedis, err := c.open(cf)
-	if err != nil {
-		return err
-	}
-	defer closeRedis()
-	st, err := e.GetExportStatus(c.ctx, u, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	return c.printJSON(st)
+	return c.withExport(args, "status", "Prints the export's status as indented JSON.", (*exporter.Exporter).GetExportStatus)
 }
 
 func (c *cli) cancel(args []string) error {
-	fs := c.newFlags("cancel", "ID",
-		"Cancels a queued or running export and prints its final status as JSON.\nOnce it returns, the export's data never grows again and is deleted.")
+	return c.withExport(args, "cancel",
+		"Cancels a queued or running export and prints its final status as JSON.\nOnce it returns, the export's data never grows again and is deleted.",
+		(*exporter.Exporter).CancelExport)
+}
+
+// withExport runs a command that takes one export id, applies op to it and
+// prints the status op returns.
+func (c *cli) withExport(args []string, name, desc string,
+	op func(*exporter.Exporter, context.Context, exporter.User, string) (exporter.Status, error)) error {
+	fs := c.newFlags(name, "ID", desc)
 	cf := addConnFlags(fs)
 	if err := c.parse(fs, args, cf.env, 1); err != nil {
 		return err
@@ -224,7 +219,7 @@ func (c *cli) cancel(args []string) error {
 		return err
 	}
 	defer closeRedis()
-	st, err := e.CancelExport(c.ctx, u, fs.Arg(0))
+	st, err := op(e, c.ctx, u, fs.Arg(0))
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,25 +24,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runWorker(ctx context.Context, args ...string) (int, string) {
-	var errb syncBuffer
+	var errb testkit.SyncBuffer
 	code := run(ctx, func() {}, new(slog.LevelVar), args, &errb)
 	return code, errb.String()
 }
@@ -146,7 +127,7 @@ func TestRunsExportsAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var unsignalled atomic.Bool
-	var errb syncBuffer
+	var errb testkit.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, func() { unsignalled.Store(true) }, new(slog.LevelVar),

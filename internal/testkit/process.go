@@ -1,7 +1,6 @@
 package testkit
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,17 +46,8 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // Process is a worker running as its own OS process.
 type Process struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs SyncBuffer
 	done chan struct{}
-}
-
-type lockedWriter struct{ p *Process }
-
-func (w lockedWriter) Write(b []byte) (int, error) {
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	return w.p.logs.Write(b)
 }
 
 // StartWorkerProcess runs cmd/worker with args; it is killed when the test
@@ -66,8 +56,8 @@ func StartWorkerProcess(t testing.TB, args ...string) *Process {
 	t.Helper()
 	p := &Process{done: make(chan struct{})}
 	p.cmd = exec.Command(WorkerBinary(t), args...)
-	p.cmd.Stderr = lockedWriter{p}
-	p.cmd.Stdout = lockedWriter{p}
+	p.cmd.Stderr = &p.logs
+	p.cmd.Stdout = &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,11 +94,7 @@ func (p *Process) Wait(t testing.TB, d time.Duration) int {
 }
 
 // Logs returns what the process wrote so far.
-func (p *Process) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func (p *Process) Logs() string { return p.logs.String() }
 
 // LogLines returns the log lines that contain every one of words.
 func (p *Process) LogLines(words ...string) []string {
