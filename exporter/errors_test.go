@@ -61,6 +61,7 @@ func TestStartExportWithCustomPermissions(t *testing.T) {
 	if err != nil || st.State != exporter.StateCreated || st.Owner != "svc" {
 		t.Fatalf("svc: status %+v, err %v", st, err)
 	}
+	testkit.AssertTTLs(t, rdb)
 }
 
 func TestStartExportThatFailsPartWayLeavesNoKey(t *testing.T) {
@@ -102,6 +103,7 @@ func TestStartExportAtTheSizeLimitSucceeds(t *testing.T) {
 	if err != nil || st.TotalBytes != 1000 || st.TotalChunks != 10 {
 		t.Fatalf("status %+v, err %v", st, err)
 	}
+	testkit.AssertTTLs(t, rdb)
 }
 
 func TestStartExportWithACancelledContextLeavesNoKey(t *testing.T) {

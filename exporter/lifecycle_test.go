@@ -82,6 +82,7 @@ func TestAPollerSeesCreatedPendingComplete(t *testing.T) {
 	if !bytes.Equal(testkit.Download(t, e, alice, st.ID), in) {
 		t.Fatal("downloaded bytes differ from the source")
 	}
+	testkit.AssertTTLs(t, rdb)
 }
 
 func equalStates(a, b []exporter.State) bool {
