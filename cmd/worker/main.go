@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/exportsvc/exportsvc/internal/cliutil"
+	"github.com/exportsvc/exportsvc/internal/metrics"
 	"github.com/exportsvc/exportsvc/internal/worker"
 )
 
@@ -37,6 +40,7 @@ var env = map[string]string{
 	"max-rate":         "EXPORT_MAX_RATE",
 	"shutdown-timeout": "WORKER_SHUTDOWN_TIMEOUT",
 	"log-level":        "LOG_LEVEL",
+	"metrics-addr":     "WORKER_METRICS_ADDR",
 }
 
 // run parses args, runs the worker until ctx is done and returns the exit
@@ -55,6 +59,7 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown waits for running exports before asynq requeues them (env WORKER_SHUTDOWN_TIMEOUT)")
 	level := cliutil.Level{}
 	fs.Var(&level, "log-level", "debug, info, warn or error (env LOG_LEVEL)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. :9090; empty is off (env WORKER_METRICS_ADDR)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: worker [flags]\n\nRuns exports from the asynq queue until SIGINT or SIGTERM.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -99,13 +104,29 @@ func run(ctx context.Context, unsignal func(), logLevel *slog.LevelVar, args []s
 	}
 	defer rdb.Close()
 
+	var counters metrics.Counters
 	w := worker.New(rdb, worker.Config{
 		Queue:           *queue,
 		Concurrency:     *concurrency,
 		MaxRate:         int64(maxRate),
 		ShutdownTimeout: *shutdownTimeout,
 		Logger:          log,
+		EventHook:       counters.Observe,
 	})
+	var metricsSrv *http.Server
+	if *metricsAddr != "" {
+		l, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			log.Error("worker cannot start", "error", fmt.Sprintf("metrics: cannot listen on %s: %v", *metricsAddr, err))
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", &counters)
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go metricsSrv.Serve(l)
+		defer metricsSrv.Close()
+		log.Info("serving metrics", "url", "http://"+l.Addr().String()+"/metrics")
+	}
 	if err := w.Start(); err != nil {
 		log.Error("worker cannot start", "error", err.Error())
 		return 1

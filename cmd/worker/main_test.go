@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -131,7 +134,7 @@ func TestRunsExportsAndStops(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, func() { unsignalled.Store(true) }, new(slog.LevelVar),
-			[]string{"--redis", "redis://:hunter2@" + m.Addr() + "/0", "--queue", "q1", "--log-level", "debug"}, &errb)
+			[]string{"--redis", "redis://:hunter2@" + m.Addr() + "/0", "--queue", "q1", "--log-level", "debug", "--metrics-addr", "127.0.0.1:0"}, &errb)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(errb.String(), `"msg":"worker started"`) {
@@ -161,6 +164,21 @@ func TestRunsExportsAndStops(t *testing.T) {
 	}
 	if st.State != exporter.StateComplete || st.BytesCopied != 200000 {
 		t.Fatalf("export ended %+v", st)
+	}
+	metricsURL := regexp.MustCompile(`"url":"(http://[^"]+/metrics)"`).FindStringSubmatch(errb.String())
+	if metricsURL == nil {
+		t.Fatalf("no metrics URL in the log:\n%s", errb.String())
+	}
+	resp, err := http.Get(metricsURL[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`export_events_total{event="complete"} 1` + "\n", "export_completed_bytes_total 200000\n"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
 	}
 
 	cancel()
