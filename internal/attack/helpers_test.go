@@ -8,16 +8,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/exportsvc/exportsvc/exporter"
+	"github.com/exportsvc/exportsvc/internal/testkit"
 )
 
 var (
@@ -56,29 +52,5 @@ func waitChunks(t testing.TB, e *exporter.Exporter, id string, n int64, within t
 	}
 }
 
-var (
-	enqOnce sync.Once
-	enqPath string
-	enqErr  error
-)
-
 // enqueuerBinary builds cmd/enqueuer once per test binary.
-func enqueuerBinary(t testing.TB) string {
-	t.Helper()
-	enqOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "attack-enqueuer-")
-		if err != nil {
-			enqErr = err
-			return
-		}
-		enqPath = filepath.Join(dir, "enqueuer")
-		out, err := exec.Command("go", "build", "-o", enqPath, "github.com/exportsvc/exportsvc/cmd/enqueuer").CombinedOutput()
-		if err != nil {
-			enqErr = errors.New(err.Error() + "\n" + string(out))
-		}
-	})
-	if enqErr != nil {
-		t.Fatalf("building cmd/enqueuer: %v", enqErr)
-	}
-	return enqPath
-}
+func enqueuerBinary(t testing.TB) string { return testkit.Binary(t, "cmd/enqueuer") }

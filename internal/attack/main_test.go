@@ -6,10 +6,11 @@ import (
 	"io"
 	"log"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/exportsvc/exportsvc/internal/testkit"
 )
 
 type quietRedisLogger struct{ l *log.Logger }
@@ -25,8 +26,6 @@ func TestMain(m *testing.M) {
 		redis.SetLogger(quietRedisLogger{log.New(io.Discard, "", 0)})
 	}
 	code := m.Run()
-	if enqPath != "" {
-		os.RemoveAll(filepath.Dir(enqPath))
-	}
+	testkit.RemoveBinaries()
 	os.Exit(code)
 }

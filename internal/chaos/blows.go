@@ -161,6 +161,32 @@ func (h *harness) blow(ctx context.Context, n int, k Kind) (*BlowResult, error) 
 	return r, nil
 }
 
+// strike picks the worker running the most of the blow's exports, records
+// it and the exports it runs, and sends it sig; it returns the worker's
+// pool slot, the worker and when it was hit.
+func (h *harness) strike(ctx context.Context, r *BlowResult, sig syscall.Signal) (int, *workerProc, time.Time) {
+	slot := h.pickVictim(ctx, r)
+	v := h.pool[slot]
+	r.Victim = v.name
+	r.Affected = h.tr.runningOn(v.name, ids(r.Exports))
+	at := time.Now()
+	v.signal(sig)
+	h.logf("blow %d: %s %s (pid %d) with %d exports running on it", r.N, signalName(sig), v.name, v.pid(), len(r.Affected))
+	return slot, v, at
+}
+
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGSTOP:
+		return "SIGSTOP"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
 // pickVictim returns the pool slot whose worker runs the most of the
 // blow's exports (ties broken at random), waiting a few seconds for one
 // to run any.
@@ -191,14 +217,9 @@ func (h *harness) pickVictim(ctx context.Context, r *BlowResult) int {
 // recoverAfter later, whose start-up recoverer takes the dead worker's
 // tasks back; measure kill -> each export's next claim.
 func (h *harness) sigkill(ctx context.Context, r *BlowResult) error {
-	slot := h.pickVictim(ctx, r)
-	v := h.pool[slot]
-	r.Victim = v.name
-	r.Affected = h.tr.runningOn(v.name, ids(r.Exports))
-	at := time.Now()
-	v.signal(syscall.SIGKILL)
+	slot, v, at := h.strike(ctx, r, syscall.SIGKILL)
 	v.wait(5 * time.Second)
-	h.logf("blow %d: SIGKILL %s (pid %d) with %d exports running on it; replacement in %v", r.N, v.name, v.pid(), len(r.Affected), recoverAfter)
+	h.logf("blow %d: replacement for %s in %v", r.N, v.name, recoverAfter)
 	sleep(ctx, h.jitter(2*time.Second))
 	h.cancelSome(ctx, r, r.Affected)
 	if !sleep(ctx, time.Until(at.Add(recoverAfter))) {
@@ -220,13 +241,7 @@ func (h *harness) sigkill(ctx context.Context, r *BlowResult) error {
 // cancelled; then SIGCONT it. Its writes, carrying stale fence tokens,
 // must be refused.
 func (h *harness) sigstop(ctx context.Context, r *BlowResult) error {
-	slot := h.pickVictim(ctx, r)
-	v := h.pool[slot]
-	r.Victim = v.name
-	r.Affected = h.tr.runningOn(v.name, ids(r.Exports))
-	at := time.Now()
-	v.signal(syscall.SIGSTOP)
-	h.logf("blow %d: SIGSTOP %s (pid %d) with %d exports running on it", r.N, v.name, v.pid(), len(r.Affected))
+	_, v, at := h.strike(ctx, r, syscall.SIGSTOP)
 	sleep(ctx, h.jitter(2*time.Second))
 	h.cancelSome(ctx, r, r.Affected)
 	if !sleep(ctx, time.Until(at.Add(recoverAfter))) {
@@ -321,13 +336,7 @@ func (h *harness) sigstop(ctx context.Context, r *BlowResult) error {
 // next batch boundary and exits; a replacement starts at once. Measures
 // signal -> each export's next claim by another worker.
 func (h *harness) sigterm(ctx context.Context, r *BlowResult) error {
-	slot := h.pickVictim(ctx, r)
-	v := h.pool[slot]
-	r.Victim = v.name
-	r.Affected = h.tr.runningOn(v.name, ids(r.Exports))
-	at := time.Now()
-	v.signal(syscall.SIGTERM)
-	h.logf("blow %d: SIGTERM %s (pid %d) with %d exports running on it", r.N, v.name, v.pid(), len(r.Affected))
+	slot, v, at := h.strike(ctx, r, syscall.SIGTERM)
 	h.cancelSome(ctx, r, r.Affected)
 	if !v.wait(15 * time.Second) {
 		r.OtherBad++

@@ -12,29 +12,52 @@ import (
 )
 
 var (
-	buildOnce sync.Once
+	buildMu   sync.Mutex
 	buildDir  string
-	buildErr  error
+	built     = map[string]string{} // package path -> binary
+	buildErrs = map[string]error{}
 )
 
-// WorkerBinary builds cmd/worker once per test binary and returns its path.
-func WorkerBinary(t testing.TB) string {
+// Binary builds the command in package pkg (a path below the module, such
+// as "cmd/worker") once per test binary and returns the binary's path.
+func Binary(t testing.TB, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "export-worker-bin-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "worker"), "github.com/exportsvc/exportsvc/cmd/worker").CombinedOutput()
-		if err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building cmd/worker: %v", buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if path, ok := built[pkg]; ok {
+		return path
 	}
-	return filepath.Join(buildDir, "worker")
+	if err, ok := buildErrs[pkg]; ok {
+		t.Fatalf("building %s: %v", pkg, err)
+	}
+	var err error
+	if buildDir == "" {
+		if buildDir, err = os.MkdirTemp("", "export-test-bin-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(buildDir, filepath.Base(pkg))
+	out, err := exec.Command("go", "build", "-o", path, "github.com/exportsvc/exportsvc/"+pkg).CombinedOutput()
+	if err != nil {
+		buildErrs[pkg] = &buildError{err: err, out: string(out)}
+		t.Fatalf("building %s: %v", pkg, buildErrs[pkg])
+	}
+	built[pkg] = path
+	return path
 }
+
+// RemoveBinaries deletes what Binary built; call it from TestMain after
+// m.Run.
+func RemoveBinaries() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// WorkerBinary builds cmd/worker once per test binary and returns its path.
+func WorkerBinary(t testing.TB) string { return Binary(t, "cmd/worker") }
 
 type buildError struct {
 	err error
